@@ -1,0 +1,83 @@
+"""Independent sampling shared by the parallel strategies: one request with `n`
+samples (the engine batches them), answers extracted, classes assigned."""
+
+from __future__ import annotations
+
+from ttscale.budget import BudgetExhausted
+from ttscale.context import SolveContext
+from ttscale.engine import GenerationRequest
+from ttscale.types import Candidate, Problem
+from tasks.base import cluster_answers
+
+
+async def sample_candidates(
+    problem: Problem,
+    ctx: SolveContext,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    stop: tuple[str, ...] = (),
+) -> list[Candidate]:
+    """`n` independent samples of a complete solution, with answers and classes.
+
+    Log-probabilities are requested only when the verifier reads them (self-certainty),
+    so plain sampling costs what a raw engine call costs."""
+    if n < 1:
+        raise ValueError(f"strategy.n must be >= 1, got {n}")
+    wants_lp = bool(getattr(ctx.verifier, "needs_logprobs", False))
+    req = GenerationRequest(
+        prompt_token_ids=ctx.prompt_ids(problem),
+        n=n,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        stop=tuple(stop),
+        logprobs=1 if wants_lp else None,
+    )
+    try:
+        out = await ctx.generate(req)
+    except BudgetExhausted:
+        return []
+    cands = [
+        Candidate(
+            text=c.text,
+            answer=ctx.task.extract_answer(c.text),
+            num_tokens=len(c.token_ids),
+            finish_reason=c.finish_reason,
+            mean_logprob=c.mean_logprob,
+        )
+        for c in out.completions
+    ]
+    cluster_answers(ctx.task, cands)
+    return cands
+
+
+async def score_candidates(problem: Problem, ctx: SolveContext, cands: list[Candidate]) -> None:
+    """Score candidates with the verifier, within the verifier-call budget; sets `.score`."""
+    if ctx.verifier is None or not cands:
+        return
+    allowed = ctx.ledger.verifier_allowance(len(cands))
+    if allowed <= 0:
+        return
+    scores = await ctx.verifier.score(problem, cands[:allowed], ctx)
+    for c, s in zip(cands, scores):
+        c.score = float(s)
+
+
+def plurality(cands: list[Candidate], weights: list[float] | None = None) -> int | None:
+    """Index of a representative of the heaviest answer class (count, or sum of weights).
+
+    Ties go to the class that appeared first, so the choice is deterministic."""
+    totals: dict[int, float] = {}
+    first: dict[int, int] = {}
+    for i, c in enumerate(cands):
+        if c.cluster is None:
+            continue
+        w = 1.0 if weights is None else weights[i]
+        totals[c.cluster] = totals.get(c.cluster, 0.0) + w
+        first.setdefault(c.cluster, i)
+    if not totals:
+        return None
+    best = max(totals, key=lambda k: (totals[k], -first[k]))
+    return first[best]
