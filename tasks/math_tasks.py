@@ -1,0 +1,197 @@
+"""Math word problems with a single final answer: MATH-500, GSM8K, AIME 2024/2025,
+AMC 2023, or any file of yours with a problem and an answer per row.
+
+One class, configured per dataset in `conf/task/<name>.yaml`: where the rows come
+from (`hub` + `split`/`hub_config`, or a local `path`), which fields hold the
+problem / answer / solution / id (`*_field`, one name or a list of alternatives,
+the first present is used), and how the prompt is built. Grading uses
+`tasks.answers` (boxed extraction + math-verify).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from tasks import answers as A
+from tasks.base import Task
+from tasks.loading import load_hub, load_local, pick_field
+from ttscale.types import Problem, Reference
+
+DEFAULT_PROMPT = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+QUESTION = "{question}"
+
+FieldSpec = str | Sequence[str] | None
+
+
+def answer_to_str(value: Any) -> str | None:
+    """A reference answer as a string: `70` -> `'70'`, `27.0` -> `'27'`, `' 3 '` -> `'3'`."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value).strip()
+
+
+class MathBase(Task):
+    """Prompting, answer extraction and math-verify grading shared by the math tasks."""
+
+    kind = "math"
+
+    def __init__(
+        self,
+        name: str = "math",
+        prompt_template: str = DEFAULT_PROMPT,
+        system_prompt: str | None = None,
+        fallbacks: Sequence[str] = ("boxed", "answer_is"),
+        grading_timeout: int | None = A.DEFAULT_TIMEOUT_S,
+        max_answer_chars: int = A.DEFAULT_MAX_ANSWER_CHARS,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> None:
+        super().__init__(limit=limit, offset=offset)
+        if limit is not None and limit < 0:
+            raise ValueError(f"task={name}: task.limit must be >= 0 or null, got {limit}")
+        if offset < 0:
+            raise ValueError(f"task={name}: task.offset must be >= 0, got {offset}")
+        if QUESTION not in prompt_template:
+            raise ValueError(f"task={name}: task.prompt_template must contain {QUESTION!r}")
+        unknown = [f for f in fallbacks if f not in A.FALLBACKS]
+        if unknown:
+            raise ValueError(f"task={name}: task.fallbacks has unknown methods {unknown}; choose from {A.FALLBACKS}")
+        self.name = name
+        self.prompt_template = prompt_template
+        self.system_prompt = system_prompt
+        self.fallbacks = tuple(fallbacks)
+        self.grading_timeout = grading_timeout
+        self.max_answer_chars = max_answer_chars
+
+    # ---- prompting ----------------------------------------------------------
+    def prompt(self, problem: Problem) -> str:
+        # str.replace, not str.format: templates are full of LaTeX braces (\boxed{}).
+        return self.prompt_template.replace(QUESTION, problem.question)
+
+    def messages(self, problem: Problem) -> list[dict[str, str]]:
+        msgs = []
+        if self.system_prompt:
+            msgs.append({"role": "system", "content": self.system_prompt})
+        msgs.append({"role": "user", "content": self.prompt(problem)})
+        return msgs
+
+    # ---- answers ------------------------------------------------------------
+    def extract_answer(self, text: str) -> str | None:
+        return A.extract_answer(text, self.fallbacks)
+
+    def answer_key(self, answer: str) -> str:
+        return A.answer_key(answer)
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return A.equivalent(a, b, timeout_s=self.grading_timeout, max_answer_chars=self.max_answer_chars)
+
+    def grade_answer(self, answer: str | None, reference: Reference, problem: Problem) -> bool:
+        return A.math_equal(
+            reference.answer, answer, timeout_s=self.grading_timeout, max_answer_chars=self.max_answer_chars
+        )
+
+
+class MathTask(MathBase):
+    """A math dataset loaded from the Hub or a local file (see `conf/task/*.yaml`).
+
+    `path` wins over `hub`, so `task.path=my.jsonl` alone switches a Hub task to a
+    file. Problem ids are `<name>-<id field>` when the dataset has an id field,
+    else `<name>-<row index>` (the index in the whole file, so ids do not move
+    with `offset`/`limit`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        hub: str | None = None,
+        hub_config: str | None = None,
+        split: str = "test",
+        revision: str | None = None,
+        path: str | None = None,
+        problem_field: FieldSpec = "problem",
+        answer_field: FieldSpec = "answer",
+        solution_field: FieldSpec = None,
+        id_field: FieldSpec = None,
+        meta_fields: Sequence[str] = (),
+        answer_marker: str | None = None,
+        strip_suffixes: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        if not hub and not path:
+            raise ValueError(f"task={name}: set task.hub=<Hub dataset> or task.path=<local file>")
+        self.hub, self.hub_config, self.split, self.revision = hub, hub_config, split, revision
+        self.path = path
+        self.problem_field, self.answer_field = problem_field, answer_field
+        self.solution_field, self.id_field = solution_field, id_field
+        self.meta_fields = tuple(meta_fields)
+        self.answer_marker = answer_marker
+        self.strip_suffixes = tuple(s.strip() for s in strip_suffixes if s.strip())
+        self._items: list[tuple[Problem, Reference]] | None = None
+
+    # ---- loading --------------------------------------------------------------
+    def rows(self) -> list[dict[str, Any]]:
+        if self.path:
+            return load_local(self.path, task=self.name)
+        assert self.hub
+        return load_hub(self.hub, task=self.name, split=self.split, config=self.hub_config, revision=self.revision)
+
+    def _question(self, text: str) -> str:
+        text = text.strip()
+        for suffix in self.strip_suffixes:
+            if text.endswith(suffix):
+                text = text[: -len(suffix)].rstrip()
+        return text
+
+    def _answer_and_solution(self, raw: Any, solution: Any) -> tuple[str | None, str | None]:
+        if self.answer_marker is None:
+            return answer_to_str(raw), (str(solution) if solution is not None else None)
+        # GSM8K: the answer field is a worked solution ending "#### 18".
+        text = str(raw)
+        if self.answer_marker not in text:
+            return None, text
+        ans = text.rsplit(self.answer_marker, 1)[1].strip()
+        num = A.canonical_number(ans)
+        return (num if num is not None else ans), (str(solution) if solution is not None else text)
+
+    def load_all(self) -> list[tuple[Problem, Reference]]:
+        if self._items is not None:
+            return self._items
+        rows = self.rows()
+        if not rows:
+            raise ValueError(f"task={self.name}: the dataset has no rows ({self.path or self.hub})")
+        columns = sorted({k for r in rows[:1] for k in r})
+        pf = pick_field(columns, self.problem_field, key="problem_field", task=self.name)
+        af = pick_field(columns, self.answer_field, key="answer_field", task=self.name)
+        sf = pick_field(columns, self.solution_field, key="solution_field", task=self.name, required=False)
+        idf = pick_field(columns, self.id_field, key="id_field", task=self.name, required=False)
+        missing_meta = [m for m in self.meta_fields if m not in columns]
+        if missing_meta:
+            raise ValueError(
+                f"task={self.name}: task.meta_fields {missing_meta} are not in the dataset; its fields are {columns}"
+            )
+        items: list[tuple[Problem, Reference]] = []
+        seen: dict[str, int] = {}
+        for i, row in enumerate(rows):
+            pid = f"{self.name}-{row[idf]}" if idf is not None else f"{self.name}-{i}"
+            if pid in seen:
+                raise ValueError(
+                    f"task={self.name}: rows {seen[pid]} and {i} have the same id {pid!r} "
+                    f"(task.id_field={idf}); set task.id_field=null to number rows instead"
+                )
+            seen[pid] = i
+            answer, solution = self._answer_and_solution(row[af], row.get(sf) if sf else None)
+            if answer is None or answer == "":
+                raise ValueError(f"task={self.name}: row {i} ({pid}) has no answer in field {af!r}")
+            meta = {m: row[m] for m in self.meta_fields}
+            meta["task"] = self.name
+            problem = Problem(id=pid, question=self._question(str(row[pf])), meta=meta)
+            items.append((problem, Reference(answer=answer, solution=solution)))
+        self._items = items
+        return items
