@@ -194,8 +194,10 @@ def strip_latex_noise(ans: str) -> str:
 
 
 def canonical_number(s: str) -> str | None:
-    """`'1,000'` -> `'1000'`, `'3.50'` -> `'3.5'`, `'-0'` -> `'0'`; None when `s` is not a plain number."""
+    """`'1,000'` -> `'1000'`, `'3.50'` -> `'3.5'`, `'(073)'` -> `'73'`; None when `s` is not a plain number."""
     t = s.replace(" ", "")
+    if t.startswith("(") and t.endswith(")"):  # "(073)", as in "\textbf{(073)}"
+        t = t[1:-1]
     if _THOUSANDS_RE.match(t):
         t = t.replace(",", "")
     if not _PLAIN_NUMBER_RE.match(t):

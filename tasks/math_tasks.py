@@ -10,6 +10,7 @@ the first present is used), and how the prompt is built. Grading uses
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from tasks import answers as A
@@ -195,3 +196,58 @@ class MathTask(MathBase):
             items.append((problem, Reference(answer=answer, solution=solution)))
         self._items = items
         return items
+
+
+@dataclass
+class Agreement:
+    """How often the grader accepts the reference solutions' own final answers."""
+
+    task: str
+    problems: int
+    with_solution: int  # problems that have a reference solution
+    solution_agree: int  # final answer extracted from the solution graded correct
+    self_agree: int  # reference answer graded against itself
+    # A grader that accepts anything would agree 100%: each reference answer is also
+    # graded against the *next* problem's reference; where the two differ in normal
+    # form and the grader still says "equal", it is listed (a possible false positive).
+    cross_pairs: int = 0
+    cross_accepted: int = 0
+    disagreements: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def solution_rate(self) -> float | None:
+        return self.solution_agree / self.with_solution if self.with_solution else None
+
+    @property
+    def self_rate(self) -> float:
+        return self.self_agree / self.problems if self.problems else 0.0
+
+
+def reference_agreement(task: MathBase, items: Sequence[tuple[Problem, Reference]]) -> Agreement:
+    """Grade each reference solution's extracted final answer, and each reference
+    answer against itself, with the task's own extraction and grader."""
+    rep = Agreement(task=task.name, problems=len(items), with_solution=0, solution_agree=0, self_agree=0)
+    for problem, ref in items:
+        self_ok = task.grade_answer(ref.answer, ref, problem)
+        rep.self_agree += self_ok
+        if not self_ok:
+            rep.disagreements.append({"id": problem.id, "kind": "self", "reference": ref.answer})
+        if ref.solution:
+            rep.with_solution += 1
+            extracted = task.extract_answer(ref.solution)
+            ok = task.grade_answer(extracted, ref, problem)
+            rep.solution_agree += ok
+            if not ok:
+                rep.disagreements.append(
+                    {"id": problem.id, "kind": "solution", "reference": ref.answer, "extracted": extracted}
+                )
+    for (problem, ref), (other, oref) in zip(items, list(items[1:]) + list(items[:1])):
+        if ref.answer is None or oref.answer is None or task.answer_key(ref.answer) == task.answer_key(oref.answer):
+            continue
+        rep.cross_pairs += 1
+        if task.grade_answer(oref.answer, ref, problem):
+            rep.cross_accepted += 1
+            rep.disagreements.append(
+                {"id": problem.id, "kind": "cross", "reference": ref.answer, "other": oref.answer, "other_id": other.id}
+            )
+    return rep
