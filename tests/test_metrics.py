@@ -24,6 +24,7 @@ from ttscale.estimators import (
     pass_at_k,
     pass_curve,
     weighted_at_k,
+    weighted_curve,
 )
 from ttscale.metrics import (
     Pool,
@@ -194,6 +195,24 @@ def test_weighted_monte_carlo_agrees_with_brute_force():
             assert again == est  # seeded
             checked += 1
     assert checked >= 20
+
+
+def test_weighted_curve_shares_draws_across_k_and_stays_unbiased():
+    rng = np.random.default_rng(9)
+    lists = random_pool(rng, 10, n_clusters=3, p_none=0.1, score_levels=0, p_no_score=0.1, mixed=True)
+    cl, sc, ok = arrays(*lists)
+    ks = [1, 2, 3, 5, 7, 9, 10]
+    mc = weighted_curve(cl, sc, ok, ks, exact_limit=0, samples=20_000, seed=3)
+    exact = weighted_curve(cl, sc, ok, ks)
+    assert [e.method for e in mc] == ["exact", "monte_carlo", "monte_carlo", "monte_carlo", "monte_carlo", "monte_carlo", "exact"]
+    assert all(e.method == "exact" for e in exact)
+    for k, m, e in zip(ks, mc, exact):
+        b = brute(*lists, k)[3]
+        assert e.value == pytest.approx(b, abs=1e-12)
+        assert abs(m.value - b) <= 4 * m.stderr + 1e-12, (k, m, b)
+    # order and repetition of ks do not change the estimates
+    again = weighted_curve(cl, sc, ok, [9, 3, 3], exact_limit=0, samples=20_000, seed=3)
+    assert [a.value for a in again] == [mc[5].value, mc[2].value, mc[2].value]
 
 
 def test_weighted_large_pool_uses_monte_carlo_and_reports_it():

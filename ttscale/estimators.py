@@ -32,7 +32,7 @@ Rules
   every k at once, by a polynomial dynamic programme (see its docstring).
 * ``best_of_curve``: exact expected correctness of the top-scored candidate of
   the subset, for every k at once; unscored candidates rank lowest.
-* ``weighted_at_k``: weighted majority (a cluster's weight is the sum of its
+* ``weighted_curve``: weighted majority (a cluster's weight is the sum of its
   members' scores in the subset; unscored members weigh 0). Exact by
   enumeration when C(n, k) is small or a shortcut applies, otherwise a seeded
   Monte Carlo estimate over uniformly drawn k-subsets; the result says which.
@@ -243,16 +243,25 @@ class WeightedEstimate:
     subsets: int = 0  # subsets evaluated (0 for closed-form shortcuts)
 
 
-def _subset_values(idx: np.ndarray, clusters: np.ndarray, weights: np.ndarray, correct: np.ndarray, L: int) -> np.ndarray:
-    """Weighted-majority outcome of each row of ``idx`` (a batch of k-subsets)."""
+def _tally(idx: np.ndarray, slot: np.ndarray, weights: np.ndarray, correct: np.ndarray, L: int) -> np.ndarray:
+    """Per subset (row of ``idx``) and cluster: [weight sum, member count, correct count].
+
+    ``slot`` maps candidates to clusters 0..L-1, no answer to L (a slot dropped here).
+    Returns shape (3, rows, L); tallies of disjoint batches of columns add up.
+    """
     S = idx.shape[0]
-    cid = clusters[idx]
-    valid = cid >= 0
-    flat = (np.arange(S, dtype=np.int64)[:, None] * L + cid)[valid]
-    size = S * L
-    W = np.bincount(flat, weights=weights[idx][valid], minlength=size).reshape(S, L)
-    N = np.bincount(flat, minlength=size).reshape(S, L)
-    C = np.bincount(flat, weights=correct[idx][valid], minlength=size).reshape(S, L)
+    flat = (slot[idx] + (L + 1) * np.arange(S, dtype=np.int64)[:, None]).ravel()
+    size = S * (L + 1)
+    out = np.empty((3, S, L))
+    for t, w in enumerate((weights, None, correct)):
+        counts = np.bincount(flat, weights=None if w is None else w[idx].ravel(), minlength=size)
+        out[t] = counts.reshape(S, L + 1)[:, :L]
+    return out
+
+
+def _outcome(tally: np.ndarray) -> np.ndarray:
+    """Weighted-majority outcome of each subset from its tally (see `_tally`)."""
+    W, N, C = tally
     present = N > 0
     Wp = np.where(present, W, -np.inf)
     wmax = Wp.max(axis=1, keepdims=True)
@@ -261,6 +270,89 @@ def _subset_values(idx: np.ndarray, clusters: np.ndarray, weights: np.ndarray, c
     t = tie.sum(axis=1)
     frac_correct = np.where(tie, C / np.maximum(N, 1), 0.0).sum(axis=1)
     return np.where(t > 0, frac_correct / np.maximum(t, 1), 0.0)
+
+
+def weighted_curve(
+    clusters: np.ndarray,
+    scores: np.ndarray,
+    correct: np.ndarray,
+    ks: list[int] | tuple[int, ...],
+    *,
+    exact_limit: int = 200_000,
+    samples: int = 20_000,
+    seed: int | np.random.SeedSequence | None = 0,
+    chunk: int = 20_000,
+) -> list[WeightedEstimate]:
+    """Expected weighted-majority correctness over random k-subsets, for each k in ``ks``.
+
+    Exact in closed form when a shortcut applies -- no answers at all (0); k = 1
+    (the lone candidate's grade); k = n (the one subset); a single answer
+    cluster, or all answered candidates with the same positive score (both
+    reduce to ``maj_curve``) -- else exact by enumerating all C(n, k) subsets
+    when that is at most ``exact_limit``, else a Monte Carlo mean over
+    ``samples`` uniform k-subsets drawn with ``seed``, with its standard error.
+    The Monte Carlo subsets of every k are the prefixes of the same ``samples``
+    random permutations (common random numbers: each k is still unbiased, and
+    the curve is smoother than with independent draws).
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    correct_f = np.asarray(correct, dtype=bool).astype(np.float64)
+    weights = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
+    n = clusters.size
+    ks = [int(k) for k in ks]
+    for k in ks:
+        _check_k(n, k)
+    answered = clusters >= 0
+    if not answered.any():
+        return [WeightedEstimate(0.0, "exact") for _ in ks]
+    _, dense = np.unique(clusters[answered], return_inverse=True)
+    L = int(dense.max()) + 1
+    slot = np.full(n, L, dtype=np.int64)  # no answer -> the extra slot L
+    slot[answered] = dense
+
+    def values(idx: np.ndarray) -> np.ndarray:
+        return _outcome(_tally(idx, slot, weights, correct_f, L))
+    w_ans = weights[answered]
+    like_majority = L == 1 or (w_ans[0] > 0 and np.all(w_ans == w_ans[0]))
+    maj = maj_curve(clusters, correct) if like_majority else None
+
+    out: dict[int, WeightedEstimate] = {}
+    for k in ks:
+        if k == 1:
+            out[k] = WeightedEstimate(float(correct_f[answered].sum() / n), "exact")
+        elif k == n:
+            v = values(np.arange(n)[None, :])[0]
+            out[k] = WeightedEstimate(float(v), "exact", subsets=1)
+        elif maj is not None:
+            out[k] = WeightedEstimate(float(maj[k - 1]), "exact")
+        elif (total := math.comb(n, k)) <= exact_limit:
+            acc = 0.0
+            combos = itertools.combinations(range(n), k)
+            for done in range(0, total, chunk):
+                b = min(chunk, total - done)
+                flat = itertools.chain.from_iterable(itertools.islice(combos, b))
+                idx = np.fromiter(flat, dtype=np.int64, count=b * k).reshape(b, k)
+                acc += float(values(idx).sum())
+            out[k] = WeightedEstimate(acc / total, "exact", subsets=total)
+
+    mc_ks = [k for k in ks if k not in out]
+    if mc_ks:
+        rng = np.random.default_rng(seed)
+        kmax = max(mc_ks)
+        vals: dict[int, list[np.ndarray]] = {k: [] for k in mc_ks}
+        for done in range(0, samples, chunk):
+            b = min(chunk, samples - done)
+            prefix = rng.random((b, n)).argsort(axis=1)[:, :kmax]  # random permutations' first kmax
+            tally, done_k = np.zeros((3, b, L)), 0
+            for k in sorted(mc_ks):  # tallies of growing prefixes, added incrementally
+                tally += _tally(prefix[:, done_k:k], slot, weights, correct_f, L)
+                done_k = k
+                vals[k].append(_outcome(tally))
+        for k in mc_ks:
+            v = np.concatenate(vals[k])
+            se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
+            out[k] = WeightedEstimate(float(v.mean()), "monte_carlo", stderr=se, subsets=int(v.size))
+    return [out[k] for k in ks]
 
 
 def weighted_at_k(
@@ -274,55 +366,5 @@ def weighted_at_k(
     seed: int | np.random.SeedSequence | None = 0,
     chunk: int = 20_000,
 ) -> WeightedEstimate:
-    """Expected weighted-majority correctness over random k-subsets.
-
-    Exact in closed form when a shortcut applies -- no answers at all (0); k = 1
-    (the lone candidate's grade); k = n (the one subset); a single answer
-    cluster, or all answered candidates with the same positive score (both
-    reduce to ``maj_curve``) -- else exact by enumerating all C(n, k) subsets
-    when that is at most ``exact_limit``, else a Monte Carlo mean over
-    ``samples`` uniform k-subsets drawn with ``seed`` (with its standard error).
-    """
-    clusters = np.asarray(clusters, dtype=np.int64)
-    correct_f = np.asarray(correct, dtype=bool).astype(np.float64)
-    weights = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0)
-    n = clusters.size
-    _check_k(n, k)
-    answered = clusters >= 0
-    if not answered.any():
-        return WeightedEstimate(0.0, "exact")
-    if k == 1:
-        return WeightedEstimate(float(correct_f[answered].sum() / n), "exact")
-    _, dense = np.unique(np.where(answered, clusters, np.iinfo(np.int64).max), return_inverse=True)
-    dense = np.where(answered, dense, -1).astype(np.int64)
-    L = int(dense.max()) + 1
-    if k == n:
-        idx = np.arange(n)[None, :]
-        return WeightedEstimate(float(_subset_values(idx, dense, weights, correct_f, L)[0]), "exact", subsets=1)
-    w_ans = weights[answered]
-    if L == 1 or (w_ans[0] > 0 and np.all(w_ans == w_ans[0])):
-        return WeightedEstimate(float(maj_curve(clusters, correct)[k - 1]), "exact")
-
-    total = math.comb(n, k)
-    if total <= exact_limit:
-        acc = 0.0
-        combos = itertools.combinations(range(n), k)
-        done = 0
-        while done < total:
-            b = min(chunk, total - done)
-            idx = np.fromiter(itertools.chain.from_iterable(itertools.islice(combos, b)), dtype=np.int64, count=b * k).reshape(b, k)
-            acc += float(_subset_values(idx, dense, weights, correct_f, L).sum())
-            done += b
-        return WeightedEstimate(acc / total, "exact", subsets=total)
-
-    rng = np.random.default_rng(seed)
-    vals = []
-    remaining = samples
-    while remaining > 0:
-        b = min(chunk, remaining)
-        idx = np.argpartition(rng.random((b, n)), k - 1, axis=1)[:, :k]
-        vals.append(_subset_values(idx, dense, weights, correct_f, L))
-        remaining -= b
-    v = np.concatenate(vals)
-    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
-    return WeightedEstimate(float(v.mean()), "monte_carlo", stderr=se, subsets=int(v.size))
+    """weighted@k for one k (see `weighted_curve`)."""
+    return weighted_curve(clusters, scores, correct, [k], exact_limit=exact_limit, samples=samples, seed=seed, chunk=chunk)[0]

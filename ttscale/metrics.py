@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ttscale.estimators import best_of_curve, maj_curve, pass_curve, weighted_at_k
+from ttscale.estimators import best_of_curve, maj_curve, pass_curve, weighted_curve
 
 CURVE_METRICS = ("pass", "maj", "best_of", "weighted")
 SCORED_METRICS = ("best_of", "weighted")
@@ -143,10 +143,10 @@ def default_ks(n: int) -> list[int]:
     return ks
 
 
-def _mc_seed(seed: int, problem_id: str, k: int) -> np.random.SeedSequence:
-    """Monte Carlo seed that depends on the problem and k, not on record order."""
+def _mc_seed(seed: int, problem_id: str) -> np.random.SeedSequence:
+    """Monte Carlo seed of one problem: depends on its id, not on the order of records."""
     digest = hashlib.sha256(problem_id.encode()).digest()
-    return np.random.SeedSequence([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist(), k])
+    return np.random.SeedSequence([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
 
 
 # ---------------------------------------------------------------------------
@@ -194,14 +194,13 @@ def pool_metrics(
             values[name] = v
             continue
         if name == "weighted":
-            for i, k in enumerate(ks):
-                if k <= n:
-                    est = weighted_at_k(
-                        pool.clusters, pool.scores, pool.correct, k,
-                        exact_limit=weighted_exact_limit, samples=weighted_samples,
-                        seed=_mc_seed(seed, problem_id, k),
-                    )
-                    v[i], methods[i], stderr[i] = est.value, est.method, est.stderr
+            pos = np.flatnonzero(inside)
+            ests = weighted_curve(
+                pool.clusters, pool.scores, pool.correct, kk[pos].tolist(),
+                exact_limit=weighted_exact_limit, samples=weighted_samples, seed=_mc_seed(seed, problem_id),
+            )
+            for i, est in zip(pos, ests, strict=True):
+                v[i], methods[i], stderr[i] = est.value, est.method, est.stderr
         elif n > 0:
             curve = {
                 "pass": lambda: pass_curve(pool.correct),
