@@ -10,8 +10,9 @@ go in one request with `n=k`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+import asyncio
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Sequence
 
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
@@ -34,6 +35,19 @@ class StepConfig:
         for name in ("max_steps", "max_step_tokens", "max_total_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"strategy.step.{name} must be >= 1")
+
+    @classmethod
+    def coerce(cls, value: "StepConfig | Mapping[str, Any] | None") -> "StepConfig":
+        """A StepConfig from itself, a mapping (the YAML `step:` node, a DictConfig) or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        extra = set(value) - known
+        if extra:
+            raise ValueError(f"unknown strategy.step keys {sorted(extra)}; known: {sorted(known)}")
+        return cls(**{k: value[k] for k in value})
 
 
 @dataclass(frozen=True)
@@ -87,10 +101,19 @@ class Node:
         ids = tuple(completion.token_ids)
         num_tokens = self.num_tokens + len(ids)
         depth = self.depth + 1
-        # The step ended on the delimiter: the solution goes on. Anything else
-        # (end of sequence, length) finishes it, and so do the step/token caps.
+        # The step ended on the delimiter, or was cut at `max_step_tokens` (a long
+        # step goes on in the next request): the solution goes on. End of sequence
+        # (or an abort) finishes it, and so do the step/token caps.
         ended_on_delim = completion.finish_reason == "stop" and completion.stop_reason == cfg.delimiter
-        finished = (not ended_on_delim) or depth >= cfg.max_steps or num_tokens >= cfg.max_total_tokens
+        goes_on = ended_on_delim or completion.finish_reason == "length"
+        if not goes_on:
+            reason = "eos" if completion.finish_reason == "stop" else completion.finish_reason
+        elif depth >= cfg.max_steps:
+            reason = "max_steps"
+        elif num_tokens >= cfg.max_total_tokens:
+            reason = "max_tokens"
+        else:
+            reason = None
         lps = completion.token_logprobs or []
         return Node(
             parent=self,
@@ -98,11 +121,8 @@ class Node:
             step_text=completion.text,
             depth=depth,
             num_tokens=num_tokens,
-            finished=finished,
-            finish_reason=("eos" if completion.finish_reason == "stop" and not ended_on_delim else
-                           completion.finish_reason if not ended_on_delim else
-                           "max_steps" if depth >= cfg.max_steps else
-                           "max_tokens" if num_tokens >= cfg.max_total_tokens else None),
+            finished=reason is not None,
+            finish_reason=reason,
             step_scores=self.step_scores,
             logprob_sum=self.logprob_sum + sum(lps),
             logprob_count=self.logprob_count + len(lps),
@@ -134,17 +154,22 @@ async def expand(
     k: int,
     cfg: StepConfig,
     sampling: Sampling,
+    max_tokens: int | None = None,
 ) -> list[Node]:
-    """Sample `k` next steps of `node` in one request. Returns [] when the budget is spent."""
+    """Sample `k` next steps of `node` in one request. Returns [] when the budget is spent.
+
+    `max_tokens` (optional) caps the step further, below `cfg.max_step_tokens`."""
     if node.finished:
         raise ValueError("cannot expand a finished node")
-    max_tokens = max(1, min(cfg.max_step_tokens, cfg.max_total_tokens - node.num_tokens))
+    cap = max(1, min(cfg.max_step_tokens, cfg.max_total_tokens - node.num_tokens))
+    if max_tokens is not None:
+        cap = max(1, min(cap, max_tokens))
     req = GenerationRequest(
         prompt_token_ids=list(prompt_ids) + node.token_ids(),
         n=k,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
-        max_tokens=max_tokens,
+        max_tokens=cap,
         stop=(cfg.delimiter,),
         include_stop_str_in_output=True,
         logprobs=sampling.logprobs,
@@ -154,6 +179,75 @@ async def expand(
     except BudgetExhausted:
         return []
     return [node.child(c, cfg) for c in out.completions]
+
+
+@dataclass
+class SearchStats:
+    """Counters every step-level search reports in `Result.stats` (see `as_dict`)."""
+
+    steps: int = 0  # search iterations that generated something
+    requests: int = 0  # engine requests made by `expand_all`
+    expansions: int = 0  # continuations (sequences) generated
+    waves: list[int] = field(default_factory=list)  # requests launched together, per wave
+    budget_exhausted: bool = False
+
+    def as_dict(self, ctx: SolveContext, **extra: Any) -> dict[str, Any]:
+        u = ctx.ledger.usage
+        d = {
+            "steps": self.steps,
+            "requests": self.requests,
+            "expansions": self.expansions,
+            "requests_per_wave": list(self.waves),
+            "budget_exhausted": self.budget_exhausted or ctx.ledger.exhausted,
+            "verifier_calls": u.verifier_calls,
+            "generated_tokens": u.generated_tokens,
+        }
+        d.update(extra)
+        return d
+
+
+async def expand_all(
+    ctx: SolveContext,
+    prompt_ids: Sequence[int],
+    jobs: Sequence[tuple[Node, int]],
+    cfg: StepConfig,
+    sampling: Sampling,
+    stats: SearchStats | None = None,
+) -> list[list[Node]]:
+    """Expand several nodes at once: `k` continuations of each `(node, k)` in one request
+    (`n=k`), every request launched together (`asyncio.gather`) so the engine batches them.
+
+    Under a token budget, what is left is shared among the wave *before* it is launched
+    (each sequence gets at most `remaining // sequences` tokens; if fewer tokens are left
+    than sequences, the later jobs get fewer or none), so concurrent requests can never
+    overrun `budget.max_tokens` together. A job the budget does not cover gets `[]`;
+    if any job gets `[]`, `stats.budget_exhausted` is set."""
+    ks = [max(0, int(k)) for _, k in jobs]
+    cap: int | None = None
+    left = ctx.ledger.remaining_tokens
+    if left is not None:
+        room = left
+        for i, k in enumerate(ks):  # at least one token per sequence
+            ks[i] = min(k, room)
+            room -= ks[i]
+        total = sum(ks)
+        cap = left // total if total else 0
+    launch = [i for i, k in enumerate(ks) if k > 0]
+    outs = await asyncio.gather(
+        *(expand(ctx, prompt_ids, jobs[i][0], ks[i], cfg, sampling, max_tokens=cap) for i in launch)
+    )
+    result: list[list[Node]] = [[] for _ in jobs]
+    for i, children in zip(launch, outs):
+        result[i] = children
+    if stats is not None:
+        served = [r for r in result if r]
+        if served:
+            stats.waves.append(len(launch))
+        stats.requests += len(launch)
+        stats.expansions += sum(len(r) for r in served)
+        if any(k > 0 and not r for (_, k), r in zip(jobs, result)):
+            stats.budget_exhausted = True
+    return result
 
 
 async def score_nodes(ctx: SolveContext, problem, nodes: Sequence[Node]) -> list[float]:
@@ -177,3 +271,54 @@ async def score_nodes(ctx: SolveContext, problem, nodes: Sequence[Node]) -> list
         for n, s in zip(todo, scores):
             n.with_score(float(s))
     return [n.score if n.score is not None else 0.0 for n in nodes]
+
+
+def node_score(node: Node, aggregation: str = "last") -> float | None:
+    """The node's process scores (one per scored prefix) aggregated, None when unscored."""
+    from verifiers.base import aggregate
+
+    return aggregate(node.step_scores, aggregation) if node.step_scores else None
+
+
+def candidates_of(ctx: SolveContext, nodes: Sequence[Node], aggregation: str = "last") -> list[Candidate]:
+    """Candidates of the final trajectories: `score` is the aggregated process score, an
+    unfinished trajectory (search stopped by a budget) is marked `finish_reason="unfinished"`."""
+    out = []
+    for n in nodes:
+        c = n.to_candidate(ctx)
+        c.score = node_score(n, aggregation)
+        if not n.finished:
+            c.finish_reason = "unfinished"
+        out.append(c)
+    return out
+
+
+def select(
+    ctx: SolveContext, candidates: Sequence[Candidate], weights: Sequence[float], rule: str
+) -> int | None:
+    """Index of the final answer's candidate under `rule`.
+
+    - "argmax": the highest weight (the first among ties).
+    - "weighted_vote": answers are clustered with the task's equivalence; the class with
+      the largest total weight wins, represented by its highest-weight member. Falls back
+      to argmax when no candidate has an answer.
+    Clusters are assigned (`candidate.cluster`) in every case, for offline replays."""
+    from strategies.sampling import plurality
+    from tasks.base import cluster_answers
+
+    if rule not in SELECTIONS:
+        raise ValueError(f"strategy.selection must be one of {SELECTIONS}, got {rule!r}")
+    if not candidates:
+        return None
+    cluster_answers(ctx.task, candidates)
+    best = max(range(len(candidates)), key=lambda i: (weights[i], -i))
+    if rule == "weighted_vote":
+        rep = plurality(list(candidates), list(weights))
+        if rep is not None:
+            cid = candidates[rep].cluster
+            members = [i for i, c in enumerate(candidates) if c.cluster == cid]
+            best = max(members, key=lambda i: (weights[i], -i))
+    return best
+
+
+SELECTIONS = ("argmax", "weighted_vote")
