@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -148,15 +147,15 @@ def best_of_curve(scores: np.ndarray, correct: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # maj@k (plurality vote over answer clusters)
 # ---------------------------------------------------------------------------
-def _cluster_table(clusters: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(sizes, correct counts) of the answer clusters, and the no-answer count."""
+def _cluster_table(clusters: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes and correct counts of the answer clusters (no-answer candidates left out)."""
     clusters = np.asarray(clusters, dtype=np.int64)
     correct = np.asarray(correct, dtype=bool)
     answered = clusters >= 0
     _, inverse = np.unique(clusters[answered], return_inverse=True)
     sizes = np.bincount(inverse).astype(np.int64)
     good = np.bincount(inverse, weights=correct[answered].astype(np.float64)).astype(np.int64)
-    return sizes, good, int((~answered).sum())
+    return sizes, good
 
 
 def maj_curve(clusters: np.ndarray, correct: np.ndarray, *, exact_integers: bool | None = None) -> np.ndarray:
@@ -187,7 +186,7 @@ def maj_curve(clusters: np.ndarray, correct: np.ndarray, *, exact_integers: bool
     n = clusters.size
     if n == 0:
         return np.zeros(0)
-    sizes, good, _ = _cluster_table(clusters, correct)
+    sizes, good = _cluster_table(clusters, correct)
     if exact_integers is None:
         exact_integers = n > FLOAT_DP_MAX_N
     if exact_integers:
@@ -211,16 +210,15 @@ def maj_curve(clusters: np.ndarray, correct: np.ndarray, *, exact_integers: bool
             D = np.zeros((S + 1, big.size + 1), dtype=dtype)
             D[: free + 1, 0] = [binom(free, s) for s in range(free + 1)]
             filled = free  # highest s with a nonzero entry so far
-            for m, count in sorted(Counter(big.tolist()).items()):
+            for m in big.tolist():
                 coef = [binom(m, x) for x in range(j + 1)]
-                for _ in range(count):
-                    new = np.zeros_like(D)
-                    width = filled + 1
-                    for x in range(j):
-                        new[x : x + width, :] += coef[x] * D[:width, :]
-                    new[j : j + width, 1:] += coef[j] * D[:width, :-1]
-                    D = new
-                    filled += j
+                new = np.zeros_like(D)
+                width = filled + 1
+                for x in range(j):
+                    new[x : x + width, :] += coef[x] * D[:width, :]
+                new[j : j + width, 1:] += coef[j] * D[:width, :-1]  # a tie at j
+                D = new
+                filled += j
             ties = np.array([frac(1, T + 1) for T in range(big.size + 1)], dtype=dtype)
             E = D @ ties  # ways to fill the other s slots, weighted by 1/(T+1)
             total[j : j + S + 1] += (p_l * binom(m_l, j)) * E

@@ -212,6 +212,26 @@ def pool_metrics(
     return PoolMetrics(ks, values, methods, stderr)
 
 
+def problem_metrics(
+    entry: ProblemEntry,
+    ks: Sequence[int],
+    metrics: Sequence[str] = CURVE_METRICS,
+    *,
+    seed: int = 0,
+    weighted_exact_limit: int = 200_000,
+    weighted_samples: int = 20_000,
+) -> PoolMetrics:
+    """`pool_metrics` of one problem, with the run-level rule: a failed problem or
+    an empty pool scores 0 at every k of every metric."""
+    if entry.failed or entry.pool.n == 0:
+        ks = [int(k) for k in ks]
+        return PoolMetrics(ks, {m: np.zeros(len(ks)) for m in metrics}, [None] * len(ks), np.full(len(ks), np.nan))
+    return pool_metrics(
+        entry.pool, ks, metrics, seed=seed, problem_id=entry.problem_id,
+        weighted_exact_limit=weighted_exact_limit, weighted_samples=weighted_samples,
+    )
+
+
 def metrics_for_subset_sizes(
     pools: Iterable[Pool | Mapping[str, Any]],
     ks: Sequence[int],
@@ -223,8 +243,8 @@ def metrics_for_subset_sizes(
 ) -> dict[str, Any]:
     """Per-problem metric matrices for plotting: ``{name: array (problems, len(ks))}``.
 
-    ``pools`` are `Pool`s or records; a failed record scores 0 (as in
-    `compute_metrics`). Also returns ``"ks"``, ``"problem_ids"`` (None for bare
+    ``pools`` are `Pool`s or records; a failed record or an empty pool scores 0
+    (as in `compute_metrics`). Also returns ``"ks"``, ``"problem_ids"`` (None for bare
     pools), ``"weighted_method"`` (problems x ks, str or None) and
     ``"weighted_stderr"``. Average a column with `np.nanmean`, or bootstrap it
     with `bootstrap_ci`.
@@ -234,18 +254,12 @@ def metrics_for_subset_sizes(
     ids: list[str | None] = []
     for i, item in enumerate(pools):
         if isinstance(item, Pool):
-            pid, pool, failed = None, item, False
+            e = ProblemEntry(problem_id=str(i), pool=item, correct=False, failed=False, graded=False)
+            ids.append(None)
         else:
             e = problem_entry(item)
-            pid, pool, failed = e.problem_id, e.pool, e.failed
-        pm = pool_metrics(
-            pool, ks, metrics, seed=seed, problem_id=pid if pid is not None else str(i),
-            weighted_exact_limit=weighted_exact_limit, weighted_samples=weighted_samples,
-        )
-        if failed:
-            pm = PoolMetrics(ks, {m: np.zeros(len(ks)) for m in metrics}, [None] * len(ks), np.full(len(ks), np.nan))
-        rows.append(pm)
-        ids.append(pid)
+            ids.append(e.problem_id)
+        rows.append(problem_metrics(e, ks, metrics, seed=seed, weighted_exact_limit=weighted_exact_limit, weighted_samples=weighted_samples))
     out: dict[str, Any] = {"ks": ks, "problem_ids": ids}
     for m in metrics:
         out[m] = np.array([r.values[m] for r in rows]).reshape(len(rows), len(ks))
@@ -347,15 +361,11 @@ def per_problem_values(records: Iterable[Mapping[str, Any]], metric: str = "accu
         e = problem_entry(rec)
         if k is None:
             out[e.problem_id] = float(e.correct)
-        elif e.failed:
-            out[e.problem_id] = 0.0
-        else:
-            v = pool_metrics(e.pool, [k], [name], seed=seed, problem_id=e.problem_id, **kwargs).values[name][0]
-            if e.pool.n == 0:
-                v = 0.0
-            elif math.isnan(v):
-                raise ValueError(f"{metric} is undefined for problem {e.problem_id} (pool of {e.pool.n}, scores: {e.pool.has_scores})")
-            out[e.problem_id] = float(v)
+            continue
+        v = float(problem_metrics(e, [k], [name], seed=seed, **kwargs).values[name][0])
+        if math.isnan(v):
+            raise ValueError(f"{metric} is undefined for problem {e.problem_id} (pool of {e.pool.n}, scores: {e.pool.has_scores})")
+        out[e.problem_id] = v
     return out
 
 
@@ -493,12 +503,7 @@ def compute_metrics(
         methods: list[list[str]] = [[] for _ in use_ks]
         mc_se: list[list[float]] = [[] for _ in use_ks]
         for i, e in enumerate(items):
-            if e.failed or e.pool.n == 0:
-                continue  # zeros
-            pm = pool_metrics(
-                e.pool, use_ks, names, seed=seed, problem_id=e.problem_id,
-                weighted_exact_limit=weighted_exact_limit, weighted_samples=weighted_samples,
-            )
+            pm = problem_metrics(e, use_ks, names, seed=seed, weighted_exact_limit=weighted_exact_limit, weighted_samples=weighted_samples)
             for m in names:
                 mats[m][i] = pm.values[m]
             for j in range(len(use_ks)):
@@ -512,8 +517,6 @@ def compute_metrics(
         for j, k in enumerate(use_ks):
             weighted_info[k] = (methods[j], mc_se[j])
     else:
-        names = []
-        use_ks = []
         notes.append("no candidate pools: no curves")
 
     # one set of bootstrap resamples for every column
@@ -523,7 +526,7 @@ def compute_metrics(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         means = np.nanmean(matrix, axis=0)
-    for (key, _), mean, (lo, hi) in zip(columns, means, cis, strict=True):
+    for (key, col), mean, (lo, hi) in zip(columns, means, cis, strict=True):
         out[key] = _num(mean)
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = _num(lo), _num(hi)
         name, _, k = key.partition("@")
@@ -535,11 +538,12 @@ def compute_metrics(
                 point["method"] = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else None)
                 point["monte_carlo_problems"] = len(se)
                 # standard error of the mean over problems due to Monte Carlo alone
-                point["monte_carlo_stderr"] = math.sqrt(sum(s * s for s in se)) / P if se else 0.0
+                defined = int(np.sum(~np.isnan(col)))
+                point["monte_carlo_stderr"] = math.sqrt(sum(s * s for s in se)) / defined if se else 0.0
             curves.setdefault(name, {})[k] = point
     if "weighted" in curves:
         out["weighted_method"] = {k: v["method"] for k, v in curves["weighted"].items()}
-        if any(v["method"] != "exact" for v in curves["weighted"].values()):
+        if any(v["method"] in ("monte_carlo", "mixed") for v in curves["weighted"].values()):
             notes.append(
                 f"weighted@k uses a seeded Monte Carlo estimate ({weighted_samples} subsets per problem) where "
                 f"C(n, k) > {weighted_exact_limit}; see curves.weighted.<k>.method"
