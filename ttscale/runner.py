@@ -161,6 +161,8 @@ def prepare(cfg: DictConfig) -> Plan:
     run_dir, h = run_dir_for(cfg)
     store = ResultsStore(run_dir, int(cfg.run.shard), int(cfg.run.num_shards), fsync=bool(cfg.run.get("fsync", True)))
     done = store.recover() if run_dir.exists() else set()
+    if run_dir.exists():  # records of other shard splits, or of a merge, count as done too
+        done |= {str(r["problem_id"]) for r in iter_records(run_dir)}
     return Plan(cfg, run_dir, h, task, items, strategy, verifier, budget, done, store)
 
 
@@ -229,7 +231,10 @@ def finalize(plan: Plan, wall_time: float, partial: bool = False) -> dict[str, A
     """Metrics from the stored records (this shard's), written atomically."""
     from ttscale.metrics import compute_metrics
 
-    records = (r for r in iter_records(plan.run_dir) if r["problem_id"] in plan_ids(plan))
+    # In problem order, not completion order: the bootstrap CIs then do not depend on which
+    # problem finished first, and a merged sharded run gets the same metrics as an unsharded one.
+    records = sorted((r for r in iter_records(plan.run_dir) if r["problem_id"] in plan_ids(plan)),
+                     key=lambda r: (r.get("index", 0), str(r["problem_id"])))
     metrics = compute_metrics(records)
     metrics["run/wall_time"] = wall_time
     metrics["run/problems_expected"] = len(plan.items)
@@ -251,7 +256,9 @@ def write_run_files(plan: Plan, engine_info: dict[str, Any] | None) -> None:
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(plan.cfg, resolve=True))
     ident, h = run_identity(plan.cfg)
-    write_json_atomic(plan.run_dir / "identity.json", {"hash": h, "excluded_keys": list(NON_RESULT_KEYS), "config": ident})
+    choices = {g: _choice(plan.cfg, g) for g in ("task", "strategy", "verifier", "model", "backend") if g in plan.cfg}
+    write_json_atomic(plan.run_dir / "identity.json",
+                      {"hash": h, "excluded_keys": list(NON_RESULT_KEYS), "choices": choices, "config": ident})
     if engine_info is not None:
         write_json_atomic(plan.run_dir / "environment.json", environment(engine_info))
 
@@ -289,7 +296,9 @@ def tracker_for(cfg: DictConfig) -> Any:
 def run(cfg: DictConfig, engine: Any = None) -> dict[str, Any]:
     """Run one configuration end to end; returns its metrics. Raises ConfigError on bad input."""
     plan = prepare(cfg)
-    todo = [(i, p, r) for i, (p, r) in enumerate(plan.items) if p.id not in plan.done]
+    # index = the problem's position in the task's full list (shard i of k holds i, i+k, ...)
+    k, s = int(cfg.run.num_shards), int(cfg.run.shard)
+    todo = [(s + i * k, p, r) for i, (p, r) in enumerate(plan.items) if p.id not in plan.done]
     if cfg.run.get("dry_run"):
         print(describe(plan, todo))
         return {}
@@ -304,7 +313,7 @@ def run(cfg: DictConfig, engine: Any = None) -> dict[str, Any]:
     tracker.start(
         config={**OmegaConf.to_container(cfg, resolve=True), "environment": environment(info) if info else None},
         run_id=f"{h}{shard_suffix}", name=f"{plan.run_dir.name}{shard_suffix}", group=str(cfg.run.experiment),
-        tags=run_tags(cfg), run_dir=str(plan.run_dir),
+        tags=run_tags(cfg) + (["shard"] if shard_suffix else []), run_dir=str(plan.run_dir),
     )
     interrupted = False
     progress = None
@@ -323,6 +332,13 @@ def run(cfg: DictConfig, engine: Any = None) -> dict[str, Any]:
             progress.close()
         plan.store.close()
     metrics = finalize(plan, time.perf_counter() - t0, partial=interrupted)
+    if int(cfg.run.num_shards) > 1 and not interrupted:  # the last shard to finish merges them
+        from ttscale.merge import merge_if_complete
+
+        merged = merge_if_complete(plan.run_dir, int(cfg.run.num_shards))
+        if merged is not None:
+            print(f"ttscale: all {merged.num_shards} shards done; merged into {plan.run_dir}/records.jsonl, metrics.json",
+                  file=sys.stderr)
     tracker.log_results(metrics, (r for r in iter_records(plan.run_dir) if r["problem_id"] in plan_ids(plan)))
     tracker.finish()
     if cfg.run.get("summary", True):
