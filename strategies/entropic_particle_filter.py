@@ -37,18 +37,18 @@ was not available to us; this convex combination of log-weights is our reading o
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from strategies.particle_filter import (
+    FilterRun,
     ParticleFilter,
-    _Run,
     effective_sample_size,
     normalized_entropy,
     softmax,
 )
-from strategies.steps import Node, score_nodes
+from strategies.steps import Node, StepConfig, score_nodes
 from ttscale.context import SolveContext
 from ttscale.types import Problem
 
@@ -122,16 +122,32 @@ class EntropicParticleFilter(ParticleFilter):
 
     def __init__(
         self,
-        *args: Any,
+        n: int = 8,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        step: StepConfig | Mapping[str, Any] | None = None,
+        softmax_temperature: float = 1.0,
+        weighting: str = "logit",
+        aggregation: str = "last",
+        resampling: str = "systematic",
+        selection: str = "argmax",
         ess_threshold: float = 0.5,
         early_phase: float = 0.5,
         temperature_method: str = "ess",
         look_ahead: int = 0,
         look_ahead_weight: float = 0.5,
-        **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("resampling", "systematic")
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            step=step,
+            softmax_temperature=softmax_temperature,
+            weighting=weighting,
+            aggregation=aggregation,
+            resampling=resampling,
+            selection=selection,
+        )
         if not 0.0 < ess_threshold <= 1.0:
             raise ValueError(f"strategy.ess_threshold must be in (0, 1], got {ess_threshold}")
         if not 0.0 <= early_phase <= 1.0:
@@ -173,7 +189,7 @@ class EntropicParticleFilter(ParticleFilter):
             "ess_ratio_after": round(effective_sample_size(annealed) / n, 6),
         }
 
-    def resampling_distribution(self, log_weights: Sequence[float], t: int, run: _Run) -> np.ndarray:
+    def resampling_distribution(self, log_weights: Sequence[float], t: int, run: FilterRun) -> np.ndarray:
         ratio = effective_sample_size(softmax(log_weights, self.softmax_temperature)) / len(log_weights)
         run.extra.setdefault("ess_ratio_before", []).append(round(ratio, 6))
         probs, event = self.anneal(log_weights, t)
@@ -183,7 +199,7 @@ class EntropicParticleFilter(ParticleFilter):
 
     # ---- Look-ahead Modulation ------------------------------------------------------
     async def resampling_log_weights(
-        self, problem: Problem, ctx: SolveContext, particles: list[Node], run: _Run
+        self, problem: Problem, ctx: SolveContext, particles: list[Node], run: FilterRun
     ) -> list[float]:
         own = [self.log_weight(p) for p in particles]
         if self.look_ahead <= 0 or self.look_ahead_weight == 0.0:
@@ -207,7 +223,7 @@ class EntropicParticleFilter(ParticleFilter):
         lam = self.look_ahead_weight
         return [(1.0 - lam) * w + lam * ahead[id(p)] if id(p) in ahead else w for p, w in zip(particles, own)]
 
-    def extra_stats(self, run: _Run) -> dict[str, Any]:
+    def extra_stats(self, run: FilterRun) -> dict[str, Any]:
         events = run.extra.get("annealing", [])
         return {
             "annealings": len(events),

@@ -168,21 +168,21 @@ class ParticleFilter(Strategy):
         return score_to_log_weight(node_score(node, self.aggregation), self.weighting)
 
     async def resampling_log_weights(
-        self, problem: Problem, ctx: SolveContext, particles: list[Node], run: "_Run"
+        self, problem: Problem, ctx: SolveContext, particles: list[Node], run: FilterRun
     ) -> list[float]:
         """The log-weights the resampling uses (plain PF: the particles' own)."""
         return [self.log_weight(p) for p in particles]
 
-    def resampling_distribution(self, log_weights: Sequence[float], t: int, run: "_Run") -> np.ndarray:
+    def resampling_distribution(self, log_weights: Sequence[float], t: int, run: FilterRun) -> np.ndarray:
         """The distribution the N ancestors are drawn from at step t."""
         return softmax(log_weights, self.softmax_temperature)
 
-    def extra_stats(self, run: "_Run") -> dict[str, Any]:
+    def extra_stats(self, run: FilterRun) -> dict[str, Any]:
         return {}
 
     # ---- the algorithm ------------------------------------------------------------
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        run = _Run(self, problem, ctx)
+        run = FilterRun(self, problem, ctx)
         N = self.n
         root = Node.root()
         particles: list[Node] = [root] * N  # copies share one node until they diverge
@@ -221,7 +221,7 @@ class ParticleFilter(Strategy):
         return run.result(particles)
 
 
-class _Run:
+class FilterRun:
     """The state of one `solve` call that hooks and statistics share."""
 
     def __init__(self, strategy: ParticleFilter, problem: Problem, ctx: SolveContext) -> None:

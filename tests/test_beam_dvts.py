@@ -148,3 +148,20 @@ def test_step_requests_in_flight_together_and_prefix_reused(variant):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_guided_search_beats_random_choice(variant):
     check_guided_search_beats_random_choice(VARIANTS[variant])
+
+
+@pytest.mark.parametrize("name", ["particle_filter", "entropic_particle_filter", "beam_search", "dvts"])
+def test_strategy_configs_instantiate(name):
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    sampling = OmegaConf.load(conf / "config.yaml").sampling
+    cfg = OmegaConf.create({"sampling": sampling, "strategy": OmegaConf.load(conf / "strategy" / f"{name}.yaml")})
+    cfg.strategy.n = 16
+    strategy = instantiate(cfg.strategy)
+    assert strategy.name == name and strategy.n == 16 and strategy.requires_verifier
+    assert strategy.temperature == cfg.sampling.temperature
+    assert strategy.step.delimiter == "\n\n" and strategy.step.max_total_tokens == cfg.sampling.max_tokens
