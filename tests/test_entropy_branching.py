@@ -1,0 +1,212 @@
+"""Entropy-aware branching (EAGer) on the fake engine: forks exactly where the top-k
+entropy computed from the completion trie exceeds theta, never more than M sequences,
+budget reallocation across concurrent problems, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from backends.fake import FakeEngine
+from strategies.entropy_branching import BudgetPool, EntropyBranching
+from tests.helpers import make_ctx
+from ttscale.budget import Budget
+from ttscale.engine import entropy_from_logprobs
+from ttscale.types import Problem
+from verifiers.base import Verifier
+
+P = Problem(id="e1", question="branchy")
+TOP_K = 5
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def trie_entropy(engine: FakeEngine, user: str, generated: str, k: int = TOP_K) -> float:
+    """H of the renormalised top-k next-token distribution after `generated`, from the trie."""
+    dist = engine.next_token_distribution(user, generated)
+    top = sorted(dist.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+    return entropy_from_logprobs({t: math.log(p) for t, p in top})
+
+
+def own_positions(cand):
+    start = cand.extra["fork_at"] or 0
+    return range(start, cand.num_tokens)
+
+
+# Divergence points: after "aa" {X .6, W .4} (H .673); after "aaXbb" {Y 2/3, Z 1/3} (H .637);
+# after "aaWd" {d .5, e .5} (H .693). Everything else is certain (H = 0).
+BRANCHY = [("aaXbbYcc\\boxed{1}", 0.4), ("aaXbbZcc\\boxed{2}", 0.2), ("aaWdd\\boxed{1}", 0.2),
+           ("aaWde\\boxed{3}", 0.2)]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_forks_exactly_where_entropy_exceeds_theta(chunk, seed):
+    eng = FakeEngine(completions=BRANCHY)
+    theta = 0.5
+    strat = EntropyBranching(M=50, theta=theta, top_k=TOP_K, chunk_tokens=chunk, temperature=1.0, adapt=False)
+    ctx = make_ctx(eng, seed=seed)
+    res = run(strat.solve(P, ctx))
+    cands = {c.extra["seq"]: c for c in res.candidates}
+    forks = res.stats["forks"]
+    # every fork is at a position whose trie entropy (given the parent's prefix) exceeds theta
+    for f in forks:
+        parent = cands[f["parent"]]
+        h = trie_entropy(eng, P.question, parent.text[: f["pos"]])
+        assert h > theta
+        assert f["entropy"] == pytest.approx(h)
+        child = cands[f["child"]]
+        assert child.text[: f["pos"]] == parent.text[: f["pos"]]  # the prefix is shared
+        assert child.extra["fork_at"] == f["pos"] and child.extra["parent"] == f["parent"]
+    # every high-entropy position a sequence generated itself forked (the cap was never hit)
+    forked = {(f["parent"], f["pos"]) for f in forks}
+    for sid, c in cands.items():
+        for p in own_positions(c):
+            if p == c.extra["fork_at"]:
+                continue
+            if trie_entropy(eng, P.question, c.text[:p]) > theta:
+                assert (sid, p) in forked, (c.text, p)
+            else:
+                assert (sid, p) not in forked
+    assert res.stats["sequences"] == 1 + len(forks) == len(res.candidates)
+    assert res.stats["denied_forks"] == 0 and not res.stats["hit_cap"]
+    assert all(c.finish_reason == "eos" for c in res.candidates)
+
+
+def test_one_fork_per_high_entropy_position_and_the_cap():
+    # ten equiprobable answers after a shared prefix: H = ln 10 at one position only. The
+    # root forks there once (one extra branch per high-entropy token); the branch does not
+    # fork again at its own first token, so two sequences at most, whatever M.
+    eng = FakeEngine(completions=[(f"x = \\boxed{{{i}}}", 0.1) for i in range(10)])
+    for M, seqs, denied in ((1, 1, 1), (2, 2, 0), (5, 2, 0)):
+        res = run(EntropyBranching(M=M, theta=1.0, top_k=10, chunk_tokens=4, temperature=1.0, adapt=False)
+                  .solve(P, make_ctx(eng)))
+        assert res.stats["sequences"] == len(res.candidates) == seqs
+        assert res.stats["denied_forks"] == denied
+        assert res.stats["hit_cap"] == (seqs == M)
+        assert [f["pos"] for f in res.stats["forks"]] == [len("x = \\boxed{")] * (seqs - 1)
+        assert res.stats["forks"][0]["entropy"] == pytest.approx(math.log(10)) if seqs > 1 else True
+
+
+def test_many_high_entropy_positions_beyond_the_cap():
+    text = "".join(f"{a}{b}" for a, b in zip("abcdefgh", "ABCDEFGH"))
+    comps = [(text[:i] + alt + "\\boxed{1}", 1.0) for i in range(0, 16, 2) for alt in ("!", "?")]
+    eng = FakeEngine(completions=comps + [(text + "\\boxed{2}", 1.0)])
+    res = run(EntropyBranching(M=4, theta=0.3, top_k=TOP_K, chunk_tokens=5, temperature=1.0, adapt=False)
+              .solve(P, make_ctx(eng)))
+    assert res.stats["sequences"] == 4 and res.stats["hit_cap"]
+    assert res.stats["denied_forks"] > 0
+    for f in res.stats["forks"]:
+        parent = next(c for c in res.candidates if c.extra["seq"] == f["parent"])
+        assert trie_entropy(eng, P.question, parent.text[: f["pos"]]) > 0.3
+
+
+def test_a_certain_model_generates_one_sequence_and_reports_the_saving():
+    eng = FakeEngine(completions=[("12 + 7 = 19\\boxed{19}", 1.0)])
+    strat = EntropyBranching(M=8, theta=0.1, top_k=TOP_K, chunk_tokens=8, temperature=1.0)
+    ctx = make_ctx(eng)
+    res = run(strat.solve(P, ctx))
+    n = len("12 + 7 = 19\\boxed{19}")
+    assert res.stats["sequences"] == 1 and res.stats["forks"] == []
+    assert res.stats["generated_tokens"] == ctx.ledger.usage.generated_tokens == n
+    assert res.stats["full_parallel_tokens"] == 8 * n
+    assert res.stats["tokens_saved"] == 7 * n
+    assert res.stats["pool_deposited"] == 7 and strat.pool.available == 7
+    assert res.answer == "19"
+    # chunks continue from the token IDs generated so far
+    prompt = ctx.prompt_ids(P)
+    assert [list(r.prompt_token_ids) for r in eng.requests] == [
+        prompt + eng.tokenizer.encode("12 + 7 = 19\\boxed{19}"[:i]) for i in range(0, n, 8)]
+
+
+def test_prefix_sharing_is_counted_exactly():
+    eng = FakeEngine(completions=BRANCHY)
+    res = run(EntropyBranching(M=50, theta=0.5, top_k=TOP_K, chunk_tokens=4, temperature=1.0, adapt=False)
+              .solve(P, make_ctx(eng, seed=3)))
+    own = sum(c.extra["own_tokens"] for c in res.candidates)
+    assert own == res.stats["generated_tokens"]
+    assert res.stats["prefix_shared_tokens"] == sum(c.num_tokens for c in res.candidates) - own
+    assert res.stats["prefix_shared_tokens"] == sum(f["pos"] for f in res.stats["forks"])
+
+
+def responder(question):
+    if question.startswith("easy"):
+        return [("7 + 1 = 8\\boxed{8}", 1.0)]
+    return [(f"hmm {a}{b} \\boxed{{{a}}}", 1.0) for a in "0123456789" for b in "xyz"]
+
+
+def test_budget_pool_moves_sequences_from_easy_to_hard_problems_concurrently():
+    M = 4
+    eng = FakeEngine(responder, delay=0.001)
+    strat = EntropyBranching(M=M, theta=1.0, top_k=10, chunk_tokens=64, temperature=1.0, adapt_max_extra=5)
+    problems = [Problem(id=f"easy{i}", question=f"easy{i}") for i in range(3)] + [
+        Problem(id="hard0", question="hard0"), Problem(id="hard1", question="hard1")]
+    ctxs = [make_ctx(eng, seed=i) for i in range(len(problems))]
+
+    async def main():
+        return await asyncio.gather(*(strat.solve(p, c) for p, c in zip(problems, ctxs)))
+
+    results = run(main())
+    easy, hard = results[:3], results[3:]
+    assert all(r.stats["sequences"] == 1 and r.stats["pool_deposited"] == M - 1 for r in easy)
+    assert all(r.stats["hit_cap"] for r in hard)
+    # easy problems finish in one round, hard ones branch for several: the deposits are in
+    # before the hard problems draw; the first draws 5 (its cap), the second the rest (4)
+    assert [r.stats["pool_drawn"] for r in hard] == [5, 4]
+    assert [r.stats["extra_sequences"] for r in hard] == [5, 4]
+    assert [len(r.candidates) for r in hard] == [M + 5, M + 4]
+    pool = strat.pool.snapshot()
+    assert pool == {"available": 0, "deposited": 9, "drawn": 9, "donors": 3, "takers": 2}
+    # never more sequences in total than full parallel sampling would have used
+    assert sum(len(r.candidates) for r in results) <= M * len(problems)
+    # each problem's ledger paid for its own sequences only
+    for r, c in zip(results, ctxs):
+        assert sum(x.extra["own_tokens"] for x in r.candidates) == c.ledger.usage.generated_tokens
+
+
+def test_budget_pool_is_atomic_bookkeeping():
+    pool = BudgetPool()
+    pool.deposit(3)
+    pool.deposit(0)
+    assert pool.draw(5) == 3 and pool.draw(1) == 0
+    assert pool.snapshot() == {"available": 0, "deposited": 3, "drawn": 3, "donors": 1, "takers": 1}
+
+
+@pytest.mark.parametrize("max_tokens", [1, 2, 5, 9, 23, 60])
+def test_token_budget_is_never_exceeded(max_tokens):
+    eng = FakeEngine(completions=BRANCHY)
+    ctx = make_ctx(eng, budget=Budget(max_tokens=max_tokens), seed=1)
+    strat = EntropyBranching(M=6, theta=0.5, top_k=TOP_K, chunk_tokens=3, temperature=1.0)
+    res = run(strat.solve(P, ctx))
+    assert ctx.ledger.usage.generated_tokens <= max_tokens
+    assert len(res.candidates) == res.stats["sequences"] + res.stats["extra_sequences"] >= 1
+    if res.stats["budget_exhausted"]:
+        assert res.stats["pool_deposited"] == 0  # a problem cut by its budget donates nothing
+
+
+class AnswerScore(Verifier):
+    async def score(self, problem, candidates, ctx):
+        ctx.ledger.charge_verifier(calls=len(candidates))
+        return [{"1": 0.1, "2": 0.9, "3": 0.5}.get(c.answer, 0.0) for c in candidates]
+
+
+def test_selection_by_verifier():
+    eng = FakeEngine(completions=BRANCHY)
+    strat = EntropyBranching(M=50, theta=0.5, top_k=TOP_K, temperature=1.0, adapt=False, selection="best")
+    assert strat.requires_verifier
+    for seed in range(6):
+        ctx = make_ctx(eng, verifier=AnswerScore(), seed=seed)
+        res = run(strat.solve(P, ctx))
+        best = max(c.score for c in res.candidates)
+        assert res.candidates[res.selected].score == best
+        assert ctx.ledger.usage.verifier_calls == len(res.candidates)
+
+
+def test_bad_hyperparameters_are_rejected():
+    for kw in ({"M": 0}, {"top_k": 1}, {"chunk_tokens": 0}, {"selection": "vote"}):
+        with pytest.raises(ValueError):
+            EntropyBranching(**kw)
