@@ -12,6 +12,7 @@ from tests.search_helpers import (
     MarkerPRM,
     RecordingEngine,
     assert_valid_result,
+    check_arithmetic_checker_guides_search,
     check_budget_respected,
     check_guided_search_beats_random_choice,
     check_requests_in_flight_together_and_prefix_reuse,
@@ -165,3 +166,8 @@ def test_strategy_configs_instantiate(name):
     assert strategy.name == name and strategy.n == 16 and strategy.requires_verifier
     assert strategy.temperature == cfg.sampling.temperature
     assert strategy.step.delimiter == "\n\n" and strategy.step.max_total_tokens == cfg.sampling.max_tokens
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_arithmetic_checker_guides_the_search(variant):
+    check_arithmetic_checker_guides_search(VARIANTS[variant])

@@ -22,6 +22,7 @@ from tests.search_helpers import (
     MarkerPRM,
     RecordingEngine,
     assert_valid_result,
+    check_arithmetic_checker_guides_search,
     check_budget_respected,
     check_guided_search_beats_random_choice,
     check_requests_in_flight_together_and_prefix_reuse,
@@ -266,3 +267,8 @@ def test_step_requests_in_flight_together_and_prefix_reused(variant):
 @pytest.mark.parametrize("variant", sorted(PF_VARIANTS))
 def test_guided_search_beats_random_choice(variant):
     check_guided_search_beats_random_choice(PF_VARIANTS[variant])
+
+
+@pytest.mark.parametrize("variant", sorted(PF_VARIANTS))
+def test_arithmetic_checker_guides_the_filter(variant):
+    check_arithmetic_checker_guides_search(PF_VARIANTS[variant])
