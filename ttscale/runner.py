@@ -70,8 +70,16 @@ def _choice(cfg: DictConfig, group: str) -> str:
         pass
     node = cfg.get(group)
     if isinstance(node, DictConfig) and "_target_" in node:
+        try:  # outside Hydra (a config built in code): the component's own `name`, e.g. "majority_vote"
+            from hydra.utils import get_class
+
+            name = getattr(get_class(str(node["_target_"])), "name", None)
+            if isinstance(name, str) and name:
+                return name.replace("/", "_")
+        except Exception:  # noqa: BLE001
+            pass
         return str(node["_target_"]).rsplit(".", 1)[-1].lower()
-    return str(node)
+    return "none" if node is None else str(node)
 
 
 def run_dir_for(cfg: DictConfig) -> tuple[Path, str]:

@@ -1,0 +1,395 @@
+"""Scaling plots from run directories: accuracy against compute, one line per strategy.
+
+`load_run` reads what a run left on disk (config.yaml, identity.json, metrics.json,
+records); nothing is generated again. `scaling_points` groups runs into points: runs
+that differ only in their seed become one point (x = mean cost, y = mean accuracy,
+CI = problem-level bootstrap of the per-problem accuracy averaged over seeds); a single
+run keeps the CI of its metrics.json. Points with the same *label* (the strategy, plus
+the verifier, and the model or task when those vary across the runs) form one line.
+
+`plot_scaling` draws accuracy against generated tokens, FLOPs and samples per problem
+(x = the mean per-problem cost of each run), with 95% CI bands. `plot_k_curves` draws
+the accuracy-vs-k curves of parallel strategies (maj@k, pass@k, best_of@k,
+weighted@k) from the sample pools stored in each run (metrics.json "curves").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+# x axes of the scaling figure: (key, axis label, metrics key of the per-problem mean)
+X_AXES = (
+    ("tokens", "generated tokens per problem", "tokens/generated_mean"),
+    ("flops", "FLOPs per problem", "flops/all_mean"),
+    ("samples", "samples per problem", None),
+)
+CURVE_STYLES = {"maj": "-", "weighted": "-.", "best_of": "--", "pass": ":"}
+NONE_NAMES = {"none", "None", "null", ""}
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    config: dict[str, Any]
+    choices: dict[str, str]
+    metrics: dict[str, Any]
+    per_problem: dict[str, float]  # problem id -> 1.0 correct / 0.0 wrong (failed = wrong)
+    samples: float  # mean number of candidates per problem
+    merged: bool = True  # False: metrics computed here from shard records not yet merged
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+    @property
+    def n(self) -> Any:
+        return (self.config.get("strategy") or {}).get("n")
+
+
+@dataclass
+class Point:
+    label: str
+    runs: list[RunData]
+    x: dict[str, float | None]
+    accuracy: float
+    ci: tuple[float, float]
+    n: Any = None
+    seeds: list[Any] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "n": self.n, "seeds": self.seeds, "accuracy": self.accuracy,
+            "ci": list(self.ci), "x": self.x, "problems": len(self.runs[0].per_problem),
+            "run_dirs": [str(r.run_dir) for r in self.runs],
+        }
+
+
+# --------------------------------------------------------------------------- loading
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.yaml").exists() and (
+        (path / "metrics.json").exists() or any(path.glob("records*.jsonl"))
+    )
+
+
+def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories among `paths`; a directory that is not a run is searched (recursively)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if is_run_dir(p):
+            out.append(p)
+        elif p.is_dir():
+            out.extend(sorted(d.parent for d in p.rglob("config.yaml") if is_run_dir(d.parent) and "wandb" not in d.parts))
+    seen: set[Path] = set()
+    return [d for d in out if not (d.resolve() in seen or seen.add(d.resolve()))]  # type: ignore[func-returns-value]
+
+
+def _choice_from_target(node: Any) -> str:
+    if isinstance(node, dict) and "_target_" in node:
+        return str(node["_target_"]).rsplit(".", 1)[-1].lower()
+    return "none" if node is None else str(node)
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    from omegaconf import OmegaConf
+
+    from ttscale.metrics import compute_metrics
+    from ttscale.results import iter_records
+
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+    assert isinstance(cfg, dict)
+    ident = json.loads((run_dir / "identity.json").read_text()) if (run_dir / "identity.json").exists() else {}
+    choices = {g: _choice_from_target(cfg.get(g)) for g in ("task", "strategy", "verifier", "model", "backend")}
+    choices.update({k: str(v) for k, v in (ident.get("choices") or {}).items()})
+    records = sorted(iter_records(run_dir), key=lambda r: (r.get("index", 0), str(r["problem_id"])))
+    per_problem = {str(r["problem_id"]): float(bool(r.get("correct")) and r.get("error") is None) for r in records}
+    sizes = [len(r.get("candidates") or []) for r in records if r.get("error") is None]
+    samples = float(np.mean(sizes)) if sizes else float((cfg.get("strategy") or {}).get("n") or 0)
+    merged = True
+    if (run_dir / "metrics.json").exists():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    else:  # unmerged shards: compute from the records that exist (nothing is written)
+        metrics = compute_metrics(records)
+        merged = False
+    return RunData(run_dir, cfg, choices, metrics, per_problem, samples, merged)
+
+
+def _get(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _dim_value(run: RunData, dim: str) -> str | None:
+    if dim in run.choices:
+        v = run.choices[dim]
+        return None if v in NONE_NAMES else v
+    v = _get(run.config, dim)
+    return None if v is None else f"{dim.rsplit('.', 1)[-1]}={v}"
+
+
+def label_dims(runs: Sequence[RunData], group_by: Sequence[str] | None = None) -> list[str]:
+    """What tells lines apart: strategy and verifier, plus model/task when they vary."""
+    if group_by:
+        return list(group_by)
+    dims = ["strategy", "verifier"]
+    for d in ("model", "task"):
+        if len({r.choices.get(d) for r in runs}) > 1:
+            dims.append(d)
+    return dims
+
+
+def run_label(run: RunData, dims: Sequence[str]) -> str:
+    parts = [_dim_value(run, d) for d in dims]
+    head, rest = (parts[0] or "?"), [p for p in parts[1:] if p]
+    return head + (f" ({', '.join(rest)})" if rest else "")
+
+
+def _config_without_seed(run: RunData) -> str:
+    ident_path = run.run_dir / "identity.json"
+    cfg = json.loads(ident_path.read_text())["config"] if ident_path.exists() else dict(run.config)
+    cfg = dict(cfg)
+    cfg.pop("seed", None)
+    for k in ("run", "logger", "hydra"):
+        cfg.pop(k, None)
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def _x_of(run: RunData) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, _, mkey in X_AXES:
+        if key == "samples":
+            out[key] = run.samples
+        else:
+            v = run.metrics.get(mkey)
+            out[key] = float(v) if isinstance(v, (int, float)) else None
+    return out
+
+
+def scaling_points(runs: Sequence[RunData], group_by: Sequence[str] | None = None, n_boot: int = 1000) -> dict[str, list[Point]]:
+    """{label: points sorted by tokens (else samples)}; runs differing only by seed are pooled."""
+    from ttscale.metrics import bootstrap_ci
+
+    dims = label_dims(runs, group_by)
+    groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
+    for r in runs:
+        groups[(run_label(r, dims), _config_without_seed(r))].append(r)
+    lines: dict[str, list[Point]] = defaultdict(list)
+    for (label, _), rs in groups.items():
+        rs = sorted(rs, key=lambda r: str(r.seed))
+        xs = [_x_of(r) for r in rs]
+        x = {k: (float(np.mean([d[k] for d in xs])) if all(d[k] is not None for d in xs) else None) for k, _, _ in X_AXES}
+        if len(rs) == 1 and isinstance(rs[0].metrics.get("accuracy"), (int, float)):
+            m = rs[0].metrics
+            acc = float(m["accuracy"])
+            lo, hi = m.get("accuracy_ci_low"), m.get("accuracy_ci_high")
+            ci = (float(lo), float(hi)) if lo is not None and hi is not None else (acc, acc)
+        else:  # several seeds: per-problem accuracy averaged over seeds, bootstrapped over problems
+            ids = sorted(set().union(*(r.per_problem for r in rs)))
+            vals = np.array([np.mean([r.per_problem[i] for r in rs if i in r.per_problem]) for i in ids])
+            acc = float(vals.mean()) if vals.size else math.nan
+            ci = tuple(float(v) for v in bootstrap_ci(vals, n_boot=n_boot)) if vals.size else (math.nan, math.nan)
+        lines[label].append(Point(label, rs, x, acc, ci, n=rs[0].n, seeds=[r.seed for r in rs]))  # type: ignore[arg-type]
+    for label, pts in lines.items():
+        pts.sort(key=lambda p: (p.x["tokens"] if p.x["tokens"] is not None else -1, p.x["samples"] or 0))
+    return dict(sorted(lines.items()))
+
+
+# --------------------------------------------------------------------------- drawing
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scaling(lines: dict[str, list[Point]], title: str | None = None):
+    """Figure with accuracy against tokens, FLOPs and samples; one line (+ CI band) per label.
+
+    Each Line2D is labelled with its line's label and carries the plotted points as
+    its data; the CI band is the PolyCollection drawn just before it.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(X_AXES), figsize=(5.2 * len(X_AXES), 4.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (key, xlabel, _) in zip(axes[0], X_AXES):
+        drawn = 0
+        for j, (label, pts) in enumerate(lines.items()):
+            pts = [p for p in pts if p.x[key] is not None and p.x[key] > 0 and not math.isnan(p.accuracy)]
+            if not pts:
+                continue
+            pts = sorted(pts, key=lambda p: p.x[key])
+            xs = np.array([p.x[key] for p in pts], dtype=float)
+            ys = np.array([p.accuracy for p in pts]) * 100
+            lo = np.array([p.ci[0] for p in pts]) * 100
+            hi = np.array([p.ci[1] for p in pts]) * 100
+            color = colors[j % len(colors)]
+            ax.fill_between(xs, lo, hi, color=color, alpha=0.18, linewidth=0)
+            ax.plot(xs, ys, marker="o", color=color, label=label)
+            for p, xv, yv in zip(pts, xs, ys):
+                if p.n is not None:
+                    ax.annotate(f"n={p.n}", (xv, yv), textcoords="offset points", xytext=(3, 4), fontsize=7, color=color)
+            drawn += 1
+        if drawn:
+            ax.set_xscale("log", base=2 if key == "samples" else 10)
+            _human_ticks(ax)
+        else:
+            ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    fig.suptitle(title or "accuracy vs compute (95% bootstrap CI bands)")
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 1))
+    return fig
+
+
+def _si(v: float) -> str:
+    """1234 -> 1.2k, 3.4e12 -> 3.4T; small numbers as they are."""
+    if v <= 0 or not math.isfinite(v):
+        return ""
+    for div, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _human_ticks(ax) -> None:
+    """Plain labels on a log axis (1k, 2M, 4), minor ticks labelled when the data span under a decade."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v)))
+    few_decades = hi / max(lo, 1e-300) < 10
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: _si(v)) if few_decades else NullFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+
+
+def k_curve_runs(lines: dict[str, list[Point]]) -> dict[str, RunData]:
+    """Per label, the run with the largest stored pool that has curves over k (first seed)."""
+    out: dict[str, RunData] = {}
+    for label, pts in lines.items():
+        cands = [r for p in pts for r in p.runs if (r.metrics.get("curves") or {}).get("maj") or (r.metrics.get("curves") or {}).get("pass")]
+        if cands:
+            out[label] = max(cands, key=lambda r: (r.metrics.get("curves_max_k") or 0, -len(str(r.seed))))
+    return out
+
+
+def plot_k_curves(runs: dict[str, RunData], metrics: Sequence[str] = ("maj", "weighted", "best_of", "pass"), title: str | None = None):
+    """Accuracy at k of n stored samples (exact k-subset estimators), one color per label,
+    one line style per metric; no generation happens."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, (label, run) in enumerate(runs.items()):
+        curves = run.metrics.get("curves") or {}
+        color = colors[j % len(colors)]
+        for m in metrics:
+            c = curves.get(m)
+            if not c:
+                continue
+            ks = sorted(int(k) for k in c)
+            ys = np.array([c[str(k)]["mean"] for k in ks], dtype=float) * 100
+            ci = [c[str(k)].get("ci") or [None, None] for k in ks]
+            lo = np.array([math.nan if a is None else a for a, _ in ci], dtype=float) * 100
+            hi = np.array([math.nan if b is None else b for _, b in ci], dtype=float) * 100
+            if m in ("maj", "best_of"):  # bands for the selection curves only, or the plot is unreadable
+                ax.fill_between(ks, lo, hi, color=color, alpha=0.08, linewidth=0)
+            ax.plot(ks, ys, CURVE_STYLES.get(m, "-"), marker=".", color=color, label=f"{label}: {m}@k (n={run.n})")
+    ax.set_xscale("log", base=2)
+    _human_ticks(ax)
+    ax.set_xlabel("k (samples drawn from the stored pool)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_lines():
+        ax.legend(fontsize=7, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no stored pools with curves", ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.set_title(title or "accuracy vs k from stored sample pools (pass@k: coverage)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- all of it
+@dataclass
+class ScalingPlot:
+    png: Path
+    k_png: Path
+    data: Path
+    lines: dict[str, list[Point]]
+    figure: Any
+    k_figure: Any
+
+
+def make_scaling_plot(
+    run_dirs: Iterable[str | Path],
+    out: str | Path,
+    *,
+    group_by: Sequence[str] | None = None,
+    title: str | None = None,
+    dpi: int = 130,
+) -> ScalingPlot:
+    """Load runs, draw both figures, write `<out>.png`, `<out>_k.png` and `<out>.json` (the data)."""
+    dirs = find_run_dirs(run_dirs)
+    if not dirs:
+        raise ValueError("no run directories found (a run directory holds config.yaml and records/metrics)")
+    runs = [load_run(d) for d in dirs]
+    lines = scaling_points(runs, group_by)
+    out = Path(out)
+    png = out if out.suffix == ".png" else out.with_suffix(".png")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    k_png = png.with_name(png.stem + "_k.png")
+    data = png.with_suffix(".json")
+    fig = plot_scaling(lines, title)
+    fig.savefig(png, dpi=dpi)
+    kruns = k_curve_runs(lines)
+    kfig = plot_k_curves(kruns)
+    kfig.savefig(k_png, dpi=dpi)
+    payload = {
+        "lines": {label: [p.to_dict() for p in pts] for label, pts in lines.items()},
+        "k_curves": {label: {"run_dir": str(r.run_dir), "n": r.n, "curves": r.metrics.get("curves")} for label, r in kruns.items()},
+        "unmerged_runs": [str(r.run_dir) for r in runs if not r.merged],
+    }
+    data.write_text(json.dumps(payload, indent=2, default=str))
+    return ScalingPlot(png, k_png, data, lines, fig, kfig)
+
+
+def log_plot_to_wandb(plot: ScalingPlot, *, project: str = "ttscale", entity: str | None = None, mode: str = "auto",
+                      group: str | None = None, name: str | None = None) -> str | None:
+    """Log both figures and the points table to a W&B run (job_type "plot"); offline without a key.
+
+    Returns the run's local directory, or None when W&B is unavailable.
+    """
+    import os
+
+    try:
+        import wandb
+    except ImportError:
+        return None
+    if mode == "auto":
+        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    run = wandb.init(project=project, entity=entity, mode=mode, group=group, job_type="plot", name=name,
+                     dir=str(plot.png.parent), reinit="finish_previous", settings=wandb.Settings(silent=True))
+    cols = ["label", "n", "seeds", "accuracy", "ci_low", "ci_high", "tokens", "flops", "samples"]
+    table = wandb.Table(columns=cols)
+    for label, pts in plot.lines.items():
+        for p in pts:
+            table.add_data(label, p.n, str(p.seeds), p.accuracy, p.ci[0], p.ci[1], p.x["tokens"], p.x["flops"], p.x["samples"])
+    run.log({"scaling/plot": wandb.Image(str(plot.png)), "scaling/k_curves": wandb.Image(str(plot.k_png)), "scaling/points": table})
+    d = run.dir
+    run.finish()
+    return d
