@@ -59,27 +59,23 @@ WEIGHT_TIE_RTOL = 1e-9
 # ---------------------------------------------------------------------------
 # binomial helpers
 # ---------------------------------------------------------------------------
-def comb_ratio_table(n: int) -> np.ndarray:
-    """R[a, k] = C(a, k) / C(n, k) for 0 <= a, k <= n, as cumulative products.
+def comb_ratios(a: np.ndarray | list[int], n: int) -> np.ndarray:
+    """R[i, k] = C(a[i], k) / C(n, k) for k = 0..n (zero for k > a[i]); 0 <= a[i] <= n.
 
-    R[a, k] = prod_{i<k} (a - i) / (n - i), which never forms a large binomial.
+    R[i, k] = prod_{t<k} (a[i] - t) / (n - t), which never forms a large binomial.
     """
-    a = np.arange(n + 1, dtype=np.float64)[:, None]
-    i = np.arange(n, dtype=np.float64)[None, :]
-    factors = np.clip((a - i) / (n - i), 0.0, None)
-    out = np.ones((n + 1, n + 1))
-    np.cumprod(factors, axis=1, out=out[:, 1:])
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 1)
+    if np.any((a < 0) | (a > n)):
+        raise ValueError(f"need 0 <= a <= n = {n}")
+    t = np.arange(n, dtype=np.float64)[None, :]
+    out = np.ones((a.shape[0], n + 1))
+    np.cumprod(np.clip((a - t) / (n - t), 0.0, None), axis=1, out=out[:, 1:])
     return out
 
 
 def comb_ratio(a: int, n: int) -> np.ndarray:
     """C(a, k) / C(n, k) for k = 0..n (zero for k > a)."""
-    if not 0 <= a <= n:
-        raise ValueError(f"need 0 <= a <= n, got a={a}, n={n}")
-    i = np.arange(n, dtype=np.float64)
-    out = np.ones(n + 1)
-    np.cumprod(np.clip((a - i) / (n - i), 0.0, None), out=out[1:])
-    return out
+    return comb_ratios([a], n)[0]
 
 
 def _check_k(n: int, k: int) -> None:
@@ -139,8 +135,7 @@ def best_of_curve(scores: np.ndarray, correct: np.ndarray) -> np.ndarray:
     sizes = np.bincount(inverse, minlength=values.size)
     good = np.bincount(inverse, weights=correct.astype(np.float64), minlength=values.size)
     above = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    R = comb_ratio_table(n)
-    p_top = R[n - above] - R[n - above - sizes]  # (groups, k = 0..n)
+    p_top = comb_ratios(n - above, n) - comb_ratios(n - above - sizes, n)  # (groups, k = 0..n)
     return ((good / sizes) @ p_top)[1:]
 
 
