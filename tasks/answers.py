@@ -222,10 +222,12 @@ def answer_key(ans: str) -> str:
 
 
 def to_number(ans: str | None) -> float | None:
-    """The one number an answer states (`'$1,200.'`, `'38 apples'`, `'\\boxed{-7}'`), else None."""
+    """The one number an answer states (`'$1,200.'`, `'38 apples'`, `'\\boxed{-7}'`,
+    `'38 + 17 = 55'`: the right-hand side of the last `=`), else None."""
     if ans is None:
         return None
     s = strip_latex_noise(clean_answer(last_boxed(ans) or ans))
+    s = s.rsplit("=", 1)[-1]
     s = _TEXT_RE.sub(lambda m: " " + m.group(1), s)
     nums = _NUMBER_RE.findall(s)
     if len(nums) != 1:

@@ -133,12 +133,13 @@ def test_numeric_grading():
         "So the answer is 55.0": True,
         "38 + 17 = 55\n\nLeo has 55 stamps now.": True,  # last number
         "\\boxed{\\$55}": True,
+        "\\boxed{38 + 17 = 55}": True,
         "38 + 17 = 45\n\n\\boxed{45}": False,
         "\\boxed{55} ... no wait, \\boxed{56}": False,
         "I cannot tell.": False,
     }
     cands = [Candidate(text=t, answer=task.extract_answer(t)) for t in texts]
-    assert [c.answer for c in cands] == ["55", "55", "55", "55", "55", "45", "56", None]
+    assert [c.answer for c in cands] == ["55", "55", "55", "55", "55", "55", "45", "56", None]
     result = Result(problem_id=problem.id, answer="55", candidates=cands)
     task.grade(problem, ref, result)
     assert [c.correct for c in cands] == list(texts.values())

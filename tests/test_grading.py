@@ -91,6 +91,7 @@ def test_to_number():
     assert A.to_number("38 apples") == 38
     assert A.to_number("\\boxed{-7}") == -7
     assert A.to_number("7/2") == 3.5
+    assert A.to_number("38 + 17 = 55") == 55
     assert A.to_number("3 or 4") is None
     assert A.to_number("x") is None
     assert A.to_number(None) is None
