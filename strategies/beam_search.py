@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from strategies.base import Strategy
 from strategies.steps import (
+    SELECTIONS,
     Node,
     Sampling,
     SearchStats,
@@ -38,8 +39,6 @@ from strategies.steps import (
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem, Result
 from verifiers.base import aggregate
-
-SELECTIONS = ("argmax", "weighted_vote")
 
 
 class BeamSearch(Strategy):
@@ -79,11 +78,7 @@ class BeamSearch(Strategy):
         self.aggregation, self.selection = aggregation, selection
 
     def sampling(self, ctx: SolveContext) -> Sampling:
-        return Sampling(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            logprobs=1 if getattr(ctx.verifier, "needs_logprobs", False) else None,
-        )
+        return Sampling.for_verifier(ctx, self.temperature, self.top_p)
 
     def rank_key(self, node: Node) -> float:
         s = node_score(node, self.aggregation)

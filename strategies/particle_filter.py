@@ -35,6 +35,7 @@ import numpy as np
 
 from strategies.base import Strategy
 from strategies.steps import (
+    SELECTIONS,
     Node,
     Sampling,
     SearchStats,
@@ -153,9 +154,8 @@ class ParticleFilter(Strategy):
         if resampling not in RESAMPLINGS:
             raise ValueError(f"strategy.resampling must be one of {RESAMPLINGS}, got {resampling!r}")
         aggregate([], aggregation)  # validates
-        select_rules = ("argmax", "weighted_vote")
-        if selection not in select_rules:
-            raise ValueError(f"strategy.selection must be one of {select_rules}, got {selection!r}")
+        if selection not in SELECTIONS:
+            raise ValueError(f"strategy.selection must be one of {SELECTIONS}, got {selection!r}")
         self.n = int(n)
         self.temperature, self.top_p = float(temperature), float(top_p)
         self.step = StepConfig.coerce(step)
@@ -227,11 +227,7 @@ class FilterRun:
     def __init__(self, strategy: ParticleFilter, problem: Problem, ctx: SolveContext) -> None:
         self.strategy, self.problem, self.ctx = strategy, problem, ctx
         self.prompt_ids = ctx.prompt_ids(problem)
-        self.sampling = Sampling(
-            temperature=strategy.temperature,
-            top_p=strategy.top_p,
-            logprobs=1 if getattr(ctx.verifier, "needs_logprobs", False) else None,
-        )
+        self.sampling = Sampling.for_verifier(ctx, strategy.temperature, strategy.top_p)
         self.stats = SearchStats()
         self.resamplings = 0
         self.ess: list[float] = []

@@ -14,10 +14,15 @@ import asyncio
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
+from strategies.sampling import plurality
+from tasks.base import cluster_answers
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
 from ttscale.engine import Completion, GenerationRequest
 from ttscale.types import Candidate
+from verifiers.base import aggregate
+
+SELECTIONS = ("argmax", "weighted_vote")  # final-answer rules of `select`
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,12 @@ class Sampling:
     temperature: float = 0.7
     top_p: float = 1.0
     logprobs: int | None = None  # top-k logprobs per token, when a strategy needs them
+
+    @classmethod
+    def for_verifier(cls, ctx: SolveContext, temperature: float, top_p: float) -> "Sampling":
+        """Sampling that asks for the sampled tokens' logprobs only when the verifier reads them."""
+        wants = bool(getattr(ctx.verifier, "needs_logprobs", False))
+        return cls(temperature=temperature, top_p=top_p, logprobs=1 if wants else None)
 
 
 @dataclass(eq=False)
@@ -240,11 +251,10 @@ async def expand_all(
     for i, children in zip(launch, outs):
         result[i] = children
     if stats is not None:
-        served = [r for r in result if r]
-        if served:
+        if any(result):
             stats.waves.append(len(launch))
         stats.requests += len(launch)
-        stats.expansions += sum(len(r) for r in served)
+        stats.expansions += sum(len(r) for r in result)
         if any(k > 0 and not r for (_, k), r in zip(jobs, result)):
             stats.budget_exhausted = True
     return result
@@ -275,8 +285,6 @@ async def score_nodes(ctx: SolveContext, problem, nodes: Sequence[Node]) -> list
 
 def node_score(node: Node, aggregation: str = "last") -> float | None:
     """The node's process scores (one per scored prefix) aggregated, None when unscored."""
-    from verifiers.base import aggregate
-
     return aggregate(node.step_scores, aggregation) if node.step_scores else None
 
 
@@ -303,9 +311,6 @@ def select(
       the largest total weight wins, represented by its highest-weight member. Falls back
       to argmax when no candidate has an answer.
     Clusters are assigned (`candidate.cluster`) in every case, for offline replays."""
-    from strategies.sampling import plurality
-    from tasks.base import cluster_answers
-
     if rule not in SELECTIONS:
         raise ValueError(f"strategy.selection must be one of {SELECTIONS}, got {rule!r}")
     if not candidates:
@@ -319,6 +324,3 @@ def select(
             members = [i for i, c in enumerate(candidates) if c.cluster == cid]
             best = max(members, key=lambda i: (weights[i], -i))
     return best
-
-
-SELECTIONS = ("argmax", "weighted_vote")
