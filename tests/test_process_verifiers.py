@@ -200,3 +200,239 @@ def test_score_nodes_respects_the_verifier_budget_with_the_checker():
     assert scores == [1.0, 0.0, 0.0]  # the third is not covered by the budget
     assert nodes[2].score is None
     assert ctx.ledger.usage.verifier_calls == 2
+
+
+# ---------------------------------------------------------------- LLM judge of steps
+from ttscale.engine import Completion, GenerationOutput  # noqa: E402
+from verifiers.judge_steps import JudgeSteps  # noqa: E402
+
+
+class WordTokenizer:
+    """Token id -> word, for a stub judge engine."""
+
+    words = {1: "Yes", 2: " yes", 3: "YES", 4: "No", 5: " no", 6: "Maybe", 7: "\n"}
+
+    def decode(self, ids):
+        return "".join(self.words[i] for i in ids)
+
+    def encode(self, text):
+        return [7] * len(text.split())
+
+    def apply_chat_template(self, messages):
+        return self.encode(messages[-1]["content"])
+
+
+class StubJudge:
+    """Answers every judge request with fixed top-k log-probabilities for its one token."""
+
+    num_parameters = 1000
+
+    def __init__(self, top):
+        self.tokenizer = WordTokenizer()
+        self.top = top
+        self.prompts = []
+
+    async def generate(self, request):
+        assert request.max_tokens == 1 and request.temperature == 0.0 and request.logprobs >= 1
+        self.prompts.append(request.prompt_token_ids)
+        best = max(self.top, key=self.top.get) if self.top else 6
+        comp = Completion(token_ids=[best], text=self.tokenizer.decode([best]), finish_reason="length",
+                          token_logprobs=[self.top.get(best, 0.0)], top_logprobs=[dict(self.top)] if self.top else None)
+        return GenerationOutput([comp], prompt_tokens=len(request.prompt_token_ids), cached_prompt_tokens=2)
+
+
+def test_judge_steps_reads_p_yes_from_the_top_logprobs():
+    top = {1: math.log(0.3), 2: math.log(0.2), 3: math.log(0.1), 4: math.log(0.15), 5: math.log(0.05),
+           6: math.log(0.2)}
+    judge = StubJudge(top)
+    ctx = make_ctx(FakeEngine(), verifier=None)
+    v = JudgeSteps(backend=judge)
+    scores = run(v.score_steps(P, [["12 + 7 = 19\n\n", "\\boxed{19}"]], ctx))
+    assert scores == [[pytest.approx(0.6 / 0.8), pytest.approx(0.6 / 0.8)]]
+    assert ctx.ledger.usage.verifier_calls == 2  # one per step prefix
+    tokens = sum(len(p) for p in judge.prompts) + 2  # prompt tokens + one generated token each
+    assert ctx.ledger.usage.verifier_tokens == tokens
+    assert ctx.ledger.usage.verifier_cached_tokens == 4
+    assert ctx.ledger.usage.verifier_flops == pytest.approx(2 * 1000 * (tokens - 4))
+    assert ctx.ledger.usage.generated_tokens == 0  # the judge does not spend the policy budget
+    # a prefix judged before is not judged again
+    run(v.score_steps(P, [["12 + 7 = 19\n\n", "\\boxed{19}", "done"]], ctx))
+    assert ctx.ledger.usage.verifier_calls == 3
+    # no Yes/No among the top tokens, or no log-probabilities at all: 0.5
+    assert run(JudgeSteps(backend=StubJudge({6: 0.0})).score_steps(P, [["a"]], make_ctx(FakeEngine()))) == [[0.5]]
+    assert run(JudgeSteps(backend=StubJudge({})).score_steps(P, [["a"]], make_ctx(FakeEngine()))) == [[0.5]]
+
+
+def test_judge_steps_prompt_shows_question_previous_steps_and_the_latest_one():
+    v = JudgeSteps()
+    text = v.prompt(P, ["12 + 7 = 19\n\n", "19 - 1 = 18\n\n", "\\boxed{18}"])
+    assert P.question in text and "12 + 7 = 19\n\n19 - 1 = 18" in text
+    assert text.index("19 - 1 = 18") < text.index("Latest step:\n\\boxed{18}")
+    assert "Previous steps:\n(none)" in v.prompt(P, ["12 + 7 = 19"])
+    with pytest.raises(ValueError):
+        JudgeSteps(template="{question} {step}")
+
+
+def test_judge_steps_runs_on_the_policy_engine_by_default():
+    # the char-level fake engine has no "Yes" token: the judge is neutral, but it runs and charges
+    ctx = make_ctx(FakeEngine(completions=[("Yes", 1.0)]))
+    v = JudgeSteps(top_k=5)
+    assert run(v.score_steps(P, [["a\n\n", "b"]], ctx)) == [[0.5, 0.5]]
+    assert ctx.ledger.usage.verifier_calls == 2
+
+
+# ---------------------------------------------------------------- PRM format (vLLM / HF)
+from verifiers.prm_hf import HFPRM, PRMFormat  # noqa: E402
+from verifiers.prm_vllm import VLLMPRM  # noqa: E402
+
+SPECIALS = ["[PAD]", "[UNK]", "<extra_0>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                 "{% endfor %}")
+
+
+def tiny_tokenizer(words=()):
+    """A word-level HF tokenizer with the Qwen PRM's special tokens and a Qwen-like chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    base = ["system", "user", "assistant", "Please", "reason", "step", "by", ",", "and", "12", "+", "7", "=",
+            "19", "-", "1", "18", "What", "is", "?", "\\boxed{19}", "\\boxed{18}", "."]
+    vocab = {w: i for i, w in enumerate(SPECIALS + list(dict.fromkeys(base + list(words))))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(SPECIALS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   chat_template=CHAT_TEMPLATE)
+
+
+STEPS = ["12 + 7 = 19\n\n", "19 - 1 = 18\n\n", "\\boxed{18}"]
+
+
+def test_prm_format_places_one_separator_after_each_step():
+    tok = tiny_tokenizer()
+    fmt = PRMFormat(tok)
+    ids = fmt.build(P.question, STEPS)
+    sep = tok.convert_tokens_to_ids("<extra_0>")
+    assert fmt.sep_id == sep
+    pos = fmt.positions(ids)
+    assert len(pos) == 3
+    # each separator follows its step's tokens exactly
+    for step, end in zip(STEPS, pos):
+        words = step.split()
+        assert tok.convert_ids_to_tokens(ids[end - len(words): end]) == words
+    assert tok.convert_ids_to_tokens([ids[pos[-1] + 1]]) == ["<|im_end|>"]
+    msgs = fmt.messages(P.question, STEPS)
+    assert msgs[0]["role"] == "system" and msgs[1]["content"] == P.question
+    assert msgs[2]["content"] == "12 + 7 = 19<extra_0>19 - 1 = 18<extra_0>\\boxed{18}<extra_0>"
+    # a separator written inside a step cannot shift the positions
+    assert len(fmt.positions(fmt.build(P.question, ["12 <extra_0> + 7", "= 19"]))) == 2
+    assert fmt.messages(P.question, ["a"]) == fmt.messages(P.question, ["a\n\n"])
+    assert PRMFormat(tok, system=None).messages(P.question, ["a"])[0]["role"] == "user"
+    with pytest.raises(ValueError):
+        PRMFormat(tok, step_separator="two words")
+    with pytest.raises(ValueError):
+        fmt.build(P.question, [])
+
+
+def test_prm_rewards_from_all_token_or_step_pooled_outputs():
+    tok = tiny_tokenizer()
+    fmt = PRMFormat(tok)
+    ids = fmt.build(P.question, STEPS)
+    pos = fmt.positions(ids)
+    logits = [[0.0, 0.0] for _ in ids]
+    for p, (a, b) in zip(pos, [(0.0, 2.0), (1.0, -1.0), (3.0, 3.0)]):
+        logits[p] = [a, b]
+    want = [1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(2.0)), 0.5]
+    assert fmt.rewards(logits, ids) == pytest.approx(want)  # one row per token
+    assert fmt.rewards([logits[p] for p in pos], ids) == pytest.approx(want)  # one row per separator
+    import numpy as np
+    import torch
+
+    assert fmt.rewards(np.array(logits), ids) == pytest.approx(want)
+    assert fmt.rewards(torch.tensor(logits), ids) == pytest.approx(want)
+    probs = [[0.3, 0.7], [0.9, 0.1], [0.5, 0.5]]
+    assert fmt.rewards(probs, ids, activation="none") == pytest.approx([0.7, 0.1, 0.5])
+    assert fmt.rewards([[0.0]] * 3, ids) == pytest.approx([0.5] * 3)  # one logit: sigmoid
+    with pytest.raises(ValueError):
+        fmt.rewards(logits[:5], ids)
+
+
+class StandInPooler:
+    """Stands in for the vLLM pooling engine: logits (0, id / 10) for every token, like ALL
+    pooling, or only the separator rows, like STEP pooling."""
+
+    def __init__(self, sep_id, step_pooling):
+        self.sep_id, self.step_pooling, self.inputs = sep_id, step_pooling, []
+
+    async def encode(self, token_ids):
+        self.inputs.append(list(token_ids))
+        rows = [[0.0, t / 10] for t in token_ids if not self.step_pooling or t == self.sep_id]
+        return rows, 3
+
+
+@pytest.mark.parametrize("step_pooling", [False, True])
+def test_vllm_prm_scores_paths_through_the_pooler_and_charges_the_ledger(step_pooling):
+    tok = tiny_tokenizer()
+    sep = tok.convert_tokens_to_ids("<extra_0>")
+    pooler = StandInPooler(sep, step_pooling)
+    v = VLLMPRM(engine=pooler, tokenizer=tok, parameters=7e9)
+    ctx = make_ctx(FakeEngine())
+    scores = run(v.score_steps(P, [STEPS, STEPS[:2], STEPS[:1] + ["12 + 7 = 18"]], ctx))
+    r = 1 / (1 + math.exp(-sep / 10))
+    assert scores == [pytest.approx([r, r, r]), pytest.approx([r, r]), pytest.approx([r, r])]
+    assert len(pooler.inputs) == 2  # STEPS[:2] was covered by STEPS' prefixes
+    assert ctx.ledger.usage.verifier_calls == 2
+    n = sum(len(x) for x in pooler.inputs)
+    assert ctx.ledger.usage.verifier_tokens == n and ctx.ledger.usage.verifier_cached_tokens == 6
+    assert ctx.ledger.usage.verifier_flops == pytest.approx(2 * 7e9 * (n - 6))
+    assert pooler.inputs[0] == PRMFormat(tok).build(P.question, STEPS)
+    # a path that is a prefix of another in the same batch was scored by the longer one's pass;
+    # later calls are served from the cache
+    assert run(v.score_steps(P, [STEPS[:2]], ctx)) == [pytest.approx([r, r])]
+    assert len(pooler.inputs) == 2 and prefix_cache.stats(ctx)["verifier_cache_hits"] == 2
+
+
+def test_vllm_prm_builds_its_pooling_engine_from_config_only():
+    tok = tiny_tokenizer()
+    v = VLLMPRM(model="some/prm", tokenizer=tok, engine_kwargs={"dtype": "bfloat16", "max_model_len": 4096})
+    eng = v.engine  # not started: nothing is loaded until the first request
+    assert eng.model == "some/prm" and eng.step_tag_id == tok.convert_tokens_to_ids("<extra_0>")
+    assert eng.engine_kwargs == {"trust_remote_code": True, "dtype": "bfloat16", "max_model_len": 4096}
+    assert eng._llm is None
+
+
+def tiny_hf_prm(tmp_path):
+    """A tiny random Llama token classifier (2 labels) and the tiny tokenizer, saved locally."""
+    import torch
+    from transformers import LlamaConfig, LlamaForTokenClassification
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, num_labels=2, pad_token_id=0)
+    model = LlamaForTokenClassification(cfg)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    return model.eval(), tok
+
+
+def test_hf_prm_reads_the_positive_class_at_each_separator(tmp_path):
+    import torch
+
+    model, tok = tiny_hf_prm(tmp_path)
+    v = HFPRM(model=str(tmp_path), model_class="AutoModelForTokenClassification", device="cpu", batch_size=2)
+    ctx = make_ctx(FakeEngine())
+    paths = [STEPS, ["12 + 7 = 18\n\n", "\\boxed{18}"], STEPS[:1] + ["What is 19 ?"]]
+    scores = run(v.score_steps(P, paths, ctx))
+    fmt = PRMFormat(tok)
+    for path, got in zip(paths, scores):  # the same numbers as one unpadded forward pass, by hand
+        ids = fmt.build(P.question, path)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+        probs = torch.softmax(logits, dim=-1)[:, 1]
+        want = [float(probs[i]) for i, t in enumerate(ids) if t == fmt.sep_id]
+        assert got == pytest.approx(want, abs=1e-5)
+        assert len(got) == len(path)
+    assert ctx.ledger.usage.verifier_calls == 3
+    assert v.parameters == sum(p.numel() for p in model.parameters())
+    assert ctx.ledger.usage.verifier_tokens == sum(len(fmt.build(P.question, p)) for p in paths)

@@ -21,7 +21,10 @@ computes scores:
   (`_score_prefixes`, the score of the last step of each prefix), so only missing
   prefixes are computed.
 
-Identical paths in one batch (k samples that agree) are computed once either way.
+Identical paths in one batch (k samples that agree) are computed once either way, and with
+"sequence" granularity a path that is a prefix of another path of the same batch is not
+scored on its own: the longer path's pass gives its scores (the PRM is causal: the score
+at a step's separator depends only on the tokens before it).
 """
 
 from __future__ import annotations
@@ -111,6 +114,9 @@ class CachedProcessVerifier(ProcessVerifier):
 
         if self.granularity == "sequence":
             todo = list(dict.fromkeys(p for p, row in zip(paths, out) if any(v is None for v in row)))
+            # A path that is a prefix of another one in the batch is scored by the longer one.
+            longer = {q[:j] for q in todo for j in range(1, len(q))}
+            todo = [p for p in todo if p not in longer]
             if todo:
                 scored = await self._score_paths(problem, todo, ctx)
                 for p, s in zip(todo, scored):
