@@ -22,6 +22,7 @@ clusters on; with `expected` the test passes when the values are equal (floats w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import marshal
 import secrets
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from verifiers.sandbox import Sandbox, SandboxLimits, SandboxResult, error_reaso
 
 @dataclass(frozen=True)
 class TestCase:
+    __test__ = False  # not a pytest test class
+
     code: str | None = None  # statements; pass = no exception
     expr: str | None = None  # an expression whose value is reported
     expected: str | None = None  # with `expr`: an expression the value must equal
@@ -278,28 +281,33 @@ class UnitTestVerifier(Verifier):
 
     name = "unit_tests"
 
-    def __init__(self, sandbox: Sandbox | Mapping[str, Any] | None = None, timeout: float | None = None,
-                 engine: Any = None, **_: Any) -> None:
-        self.sandbox = Sandbox.from_config(sandbox)
-        self.limits = (SandboxLimits(**{**self.sandbox.limits.__dict__, "timeout": timeout})
-                       if timeout is not None else self.sandbox.limits)
+    def __init__(self, sandbox: Sandbox | Mapping[str, Any] | None = None, timeout: float = 5.0,
+                 engine: Any = None) -> None:
+        if timeout <= 0:
+            raise ValueError(f"verifier.timeout must be > 0, got {timeout}")
+        # None: the task's sandbox (same isolation and worker limit as grading).
+        self.sandbox = Sandbox.from_config(sandbox) if sandbox is not None else None
+        self.timeout = float(timeout)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
+        answer_for = getattr(ctx.task, "answer_for", None)
+        if answer_for is not None:  # the program assembled with the prompt (HumanEval bodies)
+            for c in candidates:
+                if c.text:
+                    c.answer = answer_for(problem, c.text)
         tests, setup = public_tests(problem)
-        programs = {c.answer for c in candidates if c.answer}
+        programs = sorted({c.answer for c in candidates if c.answer})
         runs: dict[str, TestRun] = {}
         if tests and programs:
-            order = sorted(programs)
-            done = await asyncio.gather(*(run_tests(self.sandbox, p, tests, setup, limits=self.limits) for p in order))
-            runs = dict(zip(order, done))
-            ctx.ledger.charge_verifier(calls=len(order))
+            sb = self.sandbox or getattr(ctx.task, "sandbox", None) or Sandbox()
+            limits = dataclasses.replace(sb.limits, timeout=self.timeout)
+            done = await asyncio.gather(*(run_tests(sb, p, tests, setup, limits=limits) for p in programs))
+            runs = dict(zip(programs, done))
+            ctx.ledger.charge_verifier(calls=len(programs))
         scores = []
         for c in candidates:
             run = runs.get(c.answer) if c.answer else None
-            if run is None:
-                c.extra.update(public_passed=0, public_total=len(tests))
-                scores.append(0.0)
-                continue
-            c.extra.update(public_passed=run.passed, public_total=run.total, public_reason=run.reason)
-            scores.append(run.fraction)
+            c.extra.update(public_passed=run.passed if run else 0, public_total=len(tests),
+                           public_reason=run.reason if run else ("no program" if not c.answer else None))
+            scores.append(run.fraction if run else 0.0)
         return scores
