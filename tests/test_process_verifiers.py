@@ -436,3 +436,54 @@ def test_hf_prm_reads_the_positive_class_at_each_separator(tmp_path):
     assert ctx.ledger.usage.verifier_calls == 3
     assert v.parameters == sum(p.numel() for p in model.parameters())
     assert ctx.ledger.usage.verifier_tokens == sum(len(fmt.build(P.question, p)) for p in paths)
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_vllm_prm_on_the_real_vllm_cpu_pooling_runner(tmp_path):
+    """The whole GPU path on the vLLM CPU build: a tiny random Qwen2ForProcessRewardModel
+    checkpoint (the architecture vLLM serves Qwen2.5-Math-PRM-7B with: STEP pooling at the
+    separator token), loaded by `VLLMPRM` from config alone; its step rewards equal the
+    softmax of the same weights run in torch, at the separator positions."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    tiny_tokenizer().save_pretrained(tmp_path)
+    cfg = Qwen2Config(vocab_size=len(tiny_tokenizer()), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    base = Qwen2Model(cfg).eval()
+    head0, head2 = torch.nn.Linear(128, 128), torch.nn.Linear(128, 2)
+    weights = {f"model.{k}": v for k, v in base.state_dict().items()}
+    weights.update({"score.0.weight": head0.weight.data, "score.0.bias": head0.bias.data,
+                    "score.2.weight": head2.weight.data, "score.2.bias": head2.bias.data})
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp_path / "model.safetensors"))
+    config = cfg.to_dict()
+    config.update({"architectures": ["Qwen2ForProcessRewardModel"], "num_labels": 2})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+
+    v = VLLMPRM(model=str(tmp_path), parameters=1e6, engine_kwargs={
+        "dtype": "float32", "max_model_len": 512, "enforce_eager": True, "block_size": 32,
+        "kv_cache_memory_bytes": 64 * 2**20})
+    try:
+        ctx = make_ctx(FakeEngine())
+        paths = [STEPS, ["12 + 7 = 18\n\n", "\\boxed{18}"]]
+        scores = run(v.score_steps(P, paths, ctx))
+        fmt = PRMFormat(AutoTokenizer.from_pretrained(tmp_path))  # the tokenizer VLLMPRM loaded
+        for path, got in zip(paths, scores):
+            ids = fmt.build(P.question, path)
+            with torch.no_grad():
+                logits = head2(torch.relu(head0(base(input_ids=torch.tensor([ids])).last_hidden_state[0])))
+            want = torch.softmax(logits, -1)[fmt.positions(ids), 1].tolist()
+            assert got == pytest.approx(want, abs=1e-4)
+        assert ctx.ledger.usage.verifier_calls == 2
+        assert ctx.ledger.usage.verifier_tokens == sum(len(fmt.build(P.question, p)) for p in paths)
+        # the engine lives on its own loop thread: another event loop can use it
+        again = run(v.score_steps(P, [STEPS], make_ctx(FakeEngine())))
+        assert again[0] == pytest.approx(scores[0], abs=1e-6)
+    finally:
+        v.shutdown()
