@@ -221,6 +221,11 @@ def answer_key(ans: str) -> str:
     return num if num is not None else s
 
 
+def number_str(x: float) -> str:
+    """`55.0` -> `'55'`, `2.5` -> `'2.5'`."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
 def to_number(ans: str | None) -> float | None:
     """The one number an answer states (`'$1,200.'`, `'38 apples'`, `'\\boxed{-7}'`,
     `'38 + 17 = 55'`: the right-hand side of the last `=`), else None."""

@@ -188,15 +188,11 @@ class ArithmeticTask(MathBase):
     def extract_answer(self, text: str) -> str | None:
         ans = super().extract_answer(text)
         num = A.to_number(ans)
-        if num is None:
-            return ans
-        return str(int(num)) if float(num).is_integer() else repr(num)
+        return ans if num is None else A.number_str(num)
 
     def answer_key(self, answer: str) -> str:
         num = A.to_number(answer)
-        if num is None:
-            return super().answer_key(answer)
-        return str(int(num)) if float(num).is_integer() else repr(num)
+        return super().answer_key(answer) if num is None else A.number_str(num)
 
     def equivalent(self, a: str, b: str) -> bool:
         return self.answer_key(a) == self.answer_key(b)
