@@ -179,12 +179,11 @@ def _function(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctio
 
 
 def _has_body(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
-    body = list(fn.body)
-    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(
-        body[0].value.value, str
-    ):
-        body = body[1:]
-    return bool(body)
+    """Whether the function does anything: a statement beyond its docstring that is not
+    a bare name or constant (prose such as "nothing" parses as one)."""
+    return any(
+        not (isinstance(st, ast.Expr) and isinstance(st.value, (ast.Constant, ast.Name))) for st in fn.body
+    )
 
 
 def prompt_header(prompt: str, entry_point: str) -> str:
@@ -772,11 +771,12 @@ def reference_programs(task: CodeTask, items: Iterable[tuple[Problem, Reference]
     return [(p, r, r.solution) for p, r in items if r.solution]
 
 
-async def check_references(task: CodeTask, items: Sequence[tuple[Problem, Reference]]) -> dict[str, Any]:
-    """Run each reference solution against its hidden and public tests in the sandbox."""
+async def check_references(task: CodeTask, items: Sequence[tuple[Problem, Reference]],
+                           public: bool = True) -> dict[str, Any]:
+    """Run each reference solution against its hidden (and public) tests in the sandbox."""
     progs = reference_programs(task, items)
     hidden = await asyncio.gather(*(task.run_hidden(s, r) for _, r, s in progs))
-    public = await asyncio.gather(*(task.run_public(s, p) for p, _, s in progs))
+    public = await asyncio.gather(*(task.run_public(s, p) for p, _, s in progs)) if public else []
     failures = [
         {"id": p.id, "reason": h.reason, "stderr": (h.sandbox.stderr if h.sandbox else "")[-400:]}
         for (p, _, _), h in zip(progs, hidden) if not h.all_passed
