@@ -271,8 +271,8 @@ def main(spec: dict) -> None:
                 _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
                 try:  # a /proc of its own PID namespace: the parent's processes vanish
                     _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                except OSError:
-                    pass
+                except OSError:  # not allowed here: no /proc at all rather than the parent's
+                    _mount(libc, "tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k")
                 _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
             if report_fd != REPORT_FD:
                 os.dup2(report_fd, REPORT_FD)

@@ -404,8 +404,8 @@ class Sandbox:
         finally:
             if proc is not None:
                 # Whatever is left in the sandbox's process group (mode "none": children
-                # of a program whose launcher died) goes too.
-                _killpg(proc.pid)
+                # of a program whose launcher died, a fork bomb still forking) goes too.
+                await _empty_group(proc.pid)
                 if proc.returncode is None:
                     try:
                         await asyncio.wait_for(proc.wait(), 5)
@@ -544,6 +544,20 @@ def _killpg(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+async def _empty_group(pgid: int, within: float = 1.0) -> None:
+    """SIGKILL the process group until it is gone (a forking process can add members
+    while one kill is delivered), for at most `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.01)
 
 
 def _count_user_processes(uid: int) -> int:
