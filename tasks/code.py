@@ -591,9 +591,11 @@ class CodeTask(Task):
 
     # ---- grading -----------------------------------------------------------------
     def grade_answer(self, answer: str | None, reference: Reference, problem: Problem) -> bool:
-        if not answer:
-            return False
-        return run_coroutine_sync(self.run_hidden(answer, reference)).all_passed
+        return run_coroutine_sync(self.agrade_answer(answer, reference, problem))
+
+    async def agrade_answer(self, answer: str | None, reference: Reference, problem: Problem) -> bool:
+        """Whether the program passes its hidden tests (the async twin of `grade_answer`)."""
+        return bool(answer) and (await self.run_hidden(answer, reference)).all_passed
 
     def grade(self, problem: Problem, reference: Reference, result: Result) -> None:
         run_coroutine_sync(self.agrade(problem, reference, result))

@@ -228,6 +228,7 @@ def test_agrade_marks_candidates_and_counts_false_positives(mbpp):
     assert res.grading["false_positives"] == 1
     assert res.grading["hidden_passed"] == 1 and res.grading["public_all_passed"] == 2
     assert res.grading["sandbox"]["mode"] in ("namespaces", "userns", "none")
+    assert asyncio.run(task2.agrade_answer(cands[0].answer, r, p)) and not task2.grade_answer(cands[1].answer, r, p)
     # The sync path (Task.grade) gives the same grades.
     res2 = Result(problem_id=p.id, answer=cands[0].answer, candidates=[Candidate(text=right)], selected=0)
     task2.grade(p, r, res2)

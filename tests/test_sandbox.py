@@ -174,3 +174,14 @@ def test_behaviour_values_are_canonical(sb):
     prog = "def f(k):\n    return [{3, 1, 2}, {'b': 1, 'a': 2}, 0.1 + 0.2, (7,), 2.0][k]\n"
     tr = run(run_tests(sb, prog, [TestCase(expr=f"f({i})") for i in range(5)]))
     assert tr.values() == ("{1,2,3}", "{'a':2,'b':1}", "0.3", "(7,)", "2")
+
+
+def test_weaker_modes_can_be_chosen_and_say_what_they_lack(tmp_path):
+    none = Sandbox(isolation="none", tmp_root=str(tmp_path))
+    iso = run(none.isolation())
+    assert (iso.mode, iso.network, iso.pid_namespace, iso.filesystem) == ("none", False, False, False)
+    res = run(none.run("print('ok')"))
+    assert res.passed and res.isolation["network"] is False
+    assert run(none.run("while True:\n    pass\n", limits=SandboxLimits(timeout=1))).reason == "timeout"
+    with pytest.raises(RuntimeError, match="network isolation required"):
+        run(Sandbox(isolation="none", require_network_isolation=True).isolation())

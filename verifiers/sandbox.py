@@ -171,7 +171,7 @@ def _untraversable_ancestor(path: str) -> str | None:
     return None
 
 
-def _child_env(workdir: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def _child_env(workdir: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
     env.setdefault("LANG", "C.UTF-8")
     env.update({
@@ -182,8 +182,6 @@ def _child_env(workdir: str, extra: Mapping[str, str] | None = None) -> dict[str
         "PYTHONIOENCODING": "utf-8",
         "PYTHONDONTWRITEBYTECODE": "1",
     })
-    if extra:
-        env.update(extra)
     return env
 
 
@@ -298,7 +296,7 @@ class Sandbox:
         probe = "import os\nos.write(3, b'{\"uid\": %d}\\n' % os.getuid())\n"
         for mode in self.candidate_modes():
             iso = _mode_isolation(mode)
-            res = await self._run_once(probe, {}, None, self.limits, iso, check_setup=True)
+            res = await self._run_once(probe, {}, None, self.limits, iso)
             uids = [r["uid"] for r in res.report if "uid" in r]
             ok = res.exit_code == 0 and bool(uids) and (not iso.uid_switch or uids[0] != 0)
             if ok:
@@ -340,7 +338,6 @@ class Sandbox:
         stdin: bytes | None,
         limits: SandboxLimits,
         iso: Isolation,
-        check_setup: bool = False,
     ) -> SandboxResult:
         t0 = time.monotonic()
         workdir = tempfile.mkdtemp(prefix="ttscale-sbx-", dir=self.tmp_root)
@@ -400,7 +397,7 @@ class Sandbox:
             report_w = None
             pipe = os.fdopen(report_r, "rb", buffering=0)  # owns the fd from here on
             report_r = None
-            return await self._supervise(proc, pipe, stdin, limits, iso, t0, check_setup)
+            return await self._supervise(proc, pipe, stdin, limits, iso, t0)
         finally:
             if proc is not None:
                 # Whatever is left in the sandbox's process group (mode "none": children
@@ -420,7 +417,7 @@ class Sandbox:
             _remove_tree(workdir)
 
     async def _supervise(self, proc, pipe, stdin: bytes | None, limits: SandboxLimits,
-                         iso: Isolation, t0: float, check_setup: bool) -> SandboxResult:
+                         iso: Isolation, t0: float) -> SandboxResult:
         loop = asyncio.get_running_loop()
         total = [0]
         output_killed = [False]
@@ -484,10 +481,10 @@ class Sandbox:
         exit_code, sig = (None, _signal_name(-rc)) if rc is not None and rc < 0 else (rc, None)
         out_s = stdout.decode("utf-8", "replace")
         err_s = stderr.decode("utf-8", "replace")
-        setup_error = next((r["sandbox_error"] for r in report if "sandbox_error" in r), None)
-        if setup_error and exit_code == SETUP_FAILED and not check_setup:
-            raise RuntimeError(f"sandbox ({iso.mode}) setup failed: {setup_error}")
         reason = classify(exit_code, sig, err_s, timed_out, output_killed[0])
+        setup_error = next((r["sandbox_error"] for r in report if "sandbox_error" in r), None)
+        if setup_error and exit_code == SETUP_FAILED:  # the run fails, with the cause on record
+            reason = f"error: sandbox setup failed ({iso.mode}): {setup_error}"[:300]
         if reason == "killed" and sig == "SIGKILL" and not timed_out and _memory_hint(err_s):
             reason = "memory"
         return SandboxResult(
