@@ -77,24 +77,38 @@ def _parses(src: str) -> bool:
         return False
 
 
-def _parseable_prefix(lines: list[str]) -> str | None:
-    """The longest parseable prefix of `lines` (trailing prose or a cut-off tail dropped)."""
-    for end in range(len(lines), 0, -1):
+def _parseable_prefix(lines: list[str], budget: list[int]) -> str | None:
+    """The longest parseable prefix of `lines` (trailing prose or a cut-off tail dropped).
+    Each failed parse cuts at the line the error points to, so a long degenerate
+    completion costs a few parses, not one per line; `budget` caps them overall."""
+    end = len(lines)
+    while end > 0 and budget[0] > 0:
+        budget[0] -= 1
         src = "\n".join(lines[:end])
-        if src.strip() and _parses(src):
-            return src
+        try:
+            ast.parse(src)
+        except SyntaxError as e:
+            line = e.lineno or end
+            end = line - 1 if 1 <= line <= end else end - 1
+            continue
+        except ValueError:  # null bytes
+            return None
+        return src if src.strip() else None
     return None
 
 
-def parseable_code(src: str) -> str | None:
+def parseable_code(src: str, max_parses: int = 200) -> str | None:
     """`src` if it parses; else the longest parseable stretch that starts at a line that
     looks like code (def/class/import/decorator) and ends anywhere after it."""
     if src.strip() and _parses(src):
         return src
     lines = src.splitlines()
+    budget = [max_parses]
     for i, line in enumerate(lines):
+        if budget[0] <= 0:
+            break
         if _CODE_START.match(line):
-            got = _parseable_prefix(lines[i:])
+            got = _parseable_prefix(lines[i:], budget)
             if got:
                 return got
     return None

@@ -66,6 +66,16 @@ def test_extracts_bare_code_among_prose_and_unclosed_fences():
     assert extract_code("```text\nno code here\n```") is None
 
 
+def test_degenerate_completions_are_cheap_to_extract(humaneval):
+    task, items = humaneval
+    p, _ = items["humaneval-0"]
+    for text in ("def f(x):\n" * 3000, "```python\n" + "def g():\n    return [\n" * 1000,
+                 "Sure.\n" + "import os\nx = (\n" * 1000):
+        t0 = time.monotonic()
+        task.extract_answer(text, p)
+        assert time.monotonic() - t0 < 2.0
+
+
 def test_sanitize_drops_demo_code_and_keeps_definitions():
     src = ("import math\nfrom collections import Counter\nMOD = 10 ** 9 + 7\nTABLE = {}\n"
            "for i in range(3):\n    TABLE[i] = i * i\n\n@staticmethod\ndef helper(x):\n    return x\n\n"
