@@ -23,6 +23,7 @@ verifier call.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, Mapping
 
 from strategies.base import Strategy
@@ -103,7 +104,7 @@ class BehaviorVote(Strategy):
         runs: dict[str, TestRun] = {}
         if tests and programs and allowed > 0:
             sb = self._sandbox(ctx)
-            limits = _with_timeout(sb, self.timeout)
+            limits = dataclasses.replace(sb.limits, timeout=self.timeout)
             todo = programs[:allowed]
             done = await asyncio.gather(*(run_tests(sb, p, tests, setup, limits=limits) for p in todo))
             ctx.ledger.charge_verifier(calls=len(todo))
@@ -145,9 +146,3 @@ def assign_behavior_clusters(cands: list[Candidate], runs: Mapping[str, TestRun]
             passed = sum(1 for o in run.outcomes if o.get("ok") is True and o.get("i", n_public) < n_public)
             c.extra.update(public_passed=passed, public_total=n_public,
                            public_all_passed=run.loaded and passed == n_public)
-
-
-def _with_timeout(sb: Sandbox, timeout: float):
-    import dataclasses
-
-    return dataclasses.replace(sb.limits, timeout=timeout)

@@ -32,14 +32,15 @@ import ast
 import asyncio
 import builtins
 import collections
+import dataclasses
 import re
 import textwrap
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from tasks.base import Task
 from tasks.loading import load_hub, load_local
 from ttscale.types import Problem, Reference, Result
-from verifiers.sandbox import Sandbox, SandboxLimits, run_coroutine_sync
+from verifiers.sandbox import Sandbox, run_coroutine_sync
 from verifiers.unit_tests import TestCase, TestRun, run_tests
 
 HUMANEVAL_PROMPT = (
@@ -530,8 +531,8 @@ class CodeTask(Task):
         self.system_prompt = system_prompt
         self.sanitize = sanitize
         self.sandbox = Sandbox.from_config(sandbox)
-        self.hidden_limits = dataclass_replace(self.sandbox.limits, timeout=float(timeout))
-        self.public_limits = dataclass_replace(self.sandbox.limits, timeout=float(public_timeout))
+        self.hidden_limits = dataclasses.replace(self.sandbox.limits, timeout=float(timeout))
+        self.public_limits = dataclasses.replace(self.sandbox.limits, timeout=float(public_timeout))
         self._items: list[tuple[Problem, Reference]] | None = None
 
     # ---- loading ------------------------------------------------------------
@@ -673,12 +674,6 @@ def reextract(task: CodeTask, problem: Problem, result: Result) -> None:
         result.answer = sel.answer
 
 
-def dataclass_replace(limits: SandboxLimits, **kw: Any) -> SandboxLimits:
-    import dataclasses
-
-    return dataclasses.replace(limits, **kw)
-
-
 # Docstring examples that contradict the problem's own hidden tests and canonical
 # solution (found by scripts/check_code_references.py): wrong values in the dataset
 # (47, 116), values of a recurrence's definition that read like examples (130), and
@@ -782,15 +777,10 @@ class MBPP(CodeTask):
         return Problem(id=pid, question=str(text).strip(), meta=meta), ref
 
 
-def reference_programs(task: CodeTask, items: Iterable[tuple[Problem, Reference]]) -> list[tuple[Problem, Reference, str]]:
-    """(problem, reference, reference program) for the items that have a solution."""
-    return [(p, r, r.solution) for p, r in items if r.solution]
-
-
 async def check_references(task: CodeTask, items: Sequence[tuple[Problem, Reference]],
                            public: bool = True) -> dict[str, Any]:
     """Run each reference solution against its hidden (and public) tests in the sandbox."""
-    progs = reference_programs(task, items)
+    progs = [(p, r, r.solution) for p, r in items if r.solution]
     hidden = await asyncio.gather(*(task.run_hidden(s, r) for _, r, s in progs))
     public = await asyncio.gather(*(task.run_public(s, p) for p, _, s in progs)) if public else []
     failures = [
