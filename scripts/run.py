@@ -19,4 +19,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from ttscale.validate import precheck_argv
+
+    precheck_argv()  # `strategy=nope`: one line listing the valid names, exit status 2
     main()

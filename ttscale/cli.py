@@ -17,6 +17,9 @@ def main_entry(cfg: DictConfig) -> float | None:
         metrics = run(cfg)
     except ConfigError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
+        from ttscale.validate import remove_hydra_output_dir
+
+        remove_hydra_output_dir()  # a rejected config leaves nothing behind
         sys.exit(2)
     except KeyboardInterrupt:
         print("ttscale: interrupted; finished problems are saved and the run resumes where it stopped",

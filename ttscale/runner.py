@@ -36,7 +36,7 @@ log = logging.getLogger("ttscale")
 NON_RESULT_KEYS = (
     "logger", "hydra",
     "run.root", "run.dir", "run.concurrency", "run.progress", "run.shard", "run.num_shards",
-    "run.dry_run", "run.fsync", "run.experiment", "run.tags", "run.summary",
+    "run.dry_run", "run.fsync", "run.experiment", "run.tags", "run.summary", "run.retry",
 )
 
 
@@ -148,6 +148,9 @@ def shard_items(items: list, shard: int, num_shards: int) -> list:
 
 def prepare(cfg: DictConfig) -> Plan:
     """Build and check everything except the engine. Raises ConfigError."""
+    from ttscale.validate import validate_config
+
+    validate_config(cfg)  # the values themselves, before anything is built
     task = _build(cfg, "task")
     try:
         items = task.load()
@@ -349,6 +352,9 @@ def run(cfg: DictConfig, engine: Any = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if todo and engine is None:
         engine = get_engine(cfg.backend)
+    from backends.retry import with_retry
+
+    engine = with_retry(engine, cfg.run.get("retry"))  # a failing request is retried, then its problem fails
     info = engine.info() if engine is not None else None
     write_run_files(plan, info)
     tracker = tracker_for(cfg)
@@ -427,7 +433,10 @@ def describe(plan: Plan, todo: list) -> str:
         f"strategy:  {_choice(plan.cfg, 'strategy')} {dict((k, v) for k, v in plan.cfg.strategy.items() if k != '_target_')}",
         f"verifier:  {_choice(plan.cfg, 'verifier')}",
         f"model:     {plan.cfg.model.get('path') if plan.cfg.get('model') else None}",
+        f"backend:   {_choice(plan.cfg, 'backend')}",
         f"budget:    {plan.budget}",
+        f"seed:      {plan.cfg.get('seed')}",
+        "dry run:   no model loaded, no run directory created",
     ])
 
 

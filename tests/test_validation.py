@@ -1,0 +1,190 @@
+"""Bad input is refused before any compute: one clear line on stderr naming the key or
+file, exit status 2, and no run directory (nor Hydra job folder) left behind.
+
+The command-line cases run `scripts/run.py` as a subprocess (about a second each: no
+model loads). The offline Hub case sets HF_HUB_OFFLINE=1 so it does not wait on DNS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from ttscale import runner
+from ttscale.runner import ConfigError, run
+from ttscale.validate import check_group_choices, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+
+def run_cli(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run.py"), *args, f"run.root={root}", "logger=none"],
+        cwd=ROOT, env=e, capture_output=True, text=True, timeout=120,
+    )
+
+
+def assert_rejected(p: subprocess.CompletedProcess, root: Path, *needles: str) -> str:
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert len(lines) == 1, p.stderr  # one line, no traceback
+    line = lines[0]
+    assert line.startswith("ttscale: error: "), line
+    for n in needles:
+        assert n in line, (n, line)
+    # Nothing left behind: no run directory, and Hydra's job folder was removed too.
+    assert not root.exists() or list(root.iterdir()) == [], sorted(str(p) for p in root.rglob("*"))
+    return line
+
+
+def test_unknown_strategy_lists_the_valid_names(tmp_path):
+    line = assert_rejected(run_cli(tmp_path / "out", "strategy=nope"), tmp_path / "out",
+                           "strategy=nope", "best_of_n", "particle_filter", "majority_vote")
+    assert "Traceback" not in line
+
+
+def test_unknown_name_in_a_sweep_is_refused_before_any_job(tmp_path):
+    p = run_cli(tmp_path / "out", "-m", "strategy=majority_vote,nope", "strategy.n=1,2")
+    assert_rejected(p, tmp_path / "out", "'nope'", "best_of_n")
+
+
+def test_unknown_model_preset_points_to_model_path(tmp_path):
+    assert_rejected(run_cli(tmp_path / "out", "model=my-model"), tmp_path / "out", "model=my-model", "smollm2",
+                    "model.path=")
+
+
+def _model_dir(tmp_path: Path, config: bool, weights: bool) -> Path:
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    if config:
+        (d / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    if weights:
+        (d / "model.safetensors").write_bytes(b"\0" * 16)
+    return d
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["strategy.n=0"], ["strategy.n", ">= 1", "got 0"]),
+        (["sampling.temperature=-0.5"], ["sampling.temperature", ">= 0"]),
+        (["strategy=best_of_n", "verifier=self_certainty", "strategy.top_p=0"], ["strategy.top_p", "(0, 1]"]),
+        (["sampling.top_p=1.5"], ["sampling.top_p", "(0, 1]"]),
+        (["sampling.max_tokens=0"], ["sampling.max_tokens"]),
+        (["budget=tokens", "budget.max_tokens=100"], ["budget.max_tokens=100", "one step", "sampling.max_tokens=256"]),
+        (["strategy=particle_filter", "verifier=arithmetic_checker", "budget=tokens", "budget.max_tokens=50"],
+         ["budget.max_tokens=50", "strategy.step.max_step_tokens=96"]),
+        (["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.step.delimiter="],
+         ["strategy.step.delimiter", "non-empty"]),
+        (["run.concurrency=0"], ["run.concurrency"]),
+        (["run.retry.attempts=0"], ["run.retry.attempts"]),
+        (["task=math500", "task.path=/no/such/file.jsonl"], ["task.path=/no/such/file.jsonl", "no such file"]),
+        (["task=math500"], ["Hub", "unreachable", "task.path="]),
+        (["model.path=/no/such/checkpoint"], ["model.path=/no/such/checkpoint", "no such model directory"]),
+        (["model.path=Some-Org/not-cached-model"], ["model.path=Some-Org/not-cached-model", "local Hugging Face cache"]),
+        (["model.path=embedded:nope"], ["model.path=embedded:nope", "embedded:smollm2-135m-instruct"]),
+    ],
+    ids=["n", "temperature", "strategy-top_p", "top_p", "max_tokens", "budget", "budget-steps", "delimiter",
+         "concurrency", "retry", "task-path", "hub-offline", "model-path", "hub-model-offline", "embedded-name"],
+)
+def test_bad_value_gives_one_line_and_exit_2(tmp_path, args, needles):
+    root = tmp_path / "out"
+    assert_rejected(run_cli(root, *args), root, *needles)
+
+
+@pytest.mark.parametrize("config, weights, needle", [(False, True, "config.json"), (True, False, "no weights")])
+def test_model_directory_without_checkpoint_is_refused_before_the_engine(tmp_path, config, weights, needle):
+    d = _model_dir(tmp_path, config, weights)
+    root = tmp_path / "out"
+    assert_rejected(run_cli(root, f"model.path={d}"), root, f"model.path={d}", needle)
+
+
+def test_cfg_job_shows_the_config_and_writes_nothing(tmp_path):
+    root = tmp_path / "out"
+    p = run_cli(root, "--cfg", "job", "strategy=best_of_n", "verifier=self_certainty")
+    assert p.returncode == 0, p.stderr
+    cfg = OmegaConf.create(p.stdout)
+    assert cfg.strategy._target_ == "strategies.best_of_n.BestOfN"
+    assert not root.exists()
+
+
+def test_dry_run_shows_the_plan_without_a_model_or_run_directory(tmp_path):
+    root = tmp_path / "out"
+    p = run_cli(root, "run.dry_run=true", "task.num_problems=7", "strategy.n=3")
+    assert p.returncode == 0, p.stderr
+    assert "7 problems, 0 already done, 7 to run" in p.stdout
+    assert "majority_vote" in p.stdout and "'n': 3" in p.stdout and "embedded:smollm2-135m-instruct" in p.stdout
+    assert not (root / "default").exists()
+
+
+# ------------------------------------------------------------------ in process
+def cfg_for(tmp_path, *overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=["logger=none", f"run.root={tmp_path}", "run.progress=false",
+                                            "run.summary=false", *overrides])
+
+
+def test_dry_run_never_asks_for_an_engine(tmp_path, monkeypatch, capsys):
+    def no_engine(_):
+        raise AssertionError("dry run loaded an engine")
+
+    monkeypatch.setattr(runner, "get_engine", no_engine)
+    assert run(cfg_for(tmp_path, "run.dry_run=true", "task.num_problems=3")) == {}
+    assert "3 to run" in capsys.readouterr().out
+    assert not (tmp_path / "default").exists()
+
+
+def test_validation_runs_before_the_task_is_built(tmp_path):
+    cfg = cfg_for(tmp_path, "strategy.n=0")
+    with open_dict(cfg):
+        cfg.task = OmegaConf.create({"_target_": "no.such.Task"})
+    with pytest.raises(ConfigError, match=r"strategy\.n"):  # not the task's import error
+        run(cfg)
+
+
+def test_interpolated_values_are_reported_under_the_key_the_user_sets(tmp_path):
+    with pytest.raises(ConfigError, match=r"^sampling\.temperature"):
+        validate_config(cfg_for(tmp_path, "sampling.temperature=-1"))
+    # A strategy's own value (no interpolation) is reported under strategy.*
+    with pytest.raises(ConfigError, match=r"^strategy\.temperature"):
+        validate_config(cfg_for(tmp_path, "strategy.temperature=-1"))
+
+
+def test_budget_rule_allows_splitting_but_not_less_than_one_step(tmp_path, caplog):
+    # 8 samples x 256 tokens = 2048: a 1024 budget is allowed (each sample cut to 128), with a warning
+    validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=1024"))
+    assert "cut to about 128 tokens" in caplog.text
+    validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=256"))
+    with pytest.raises(ConfigError, match="one step"):
+        validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=255"))
+    # entropy branching: one chunk is the step
+    validate_config(cfg_for(tmp_path, "strategy=entropy_branching", "budget=tokens", "budget.max_tokens=32"))
+    with pytest.raises(ConfigError, match="strategy.chunk_tokens=32"):
+        validate_config(cfg_for(tmp_path, "strategy=entropy_branching", "budget=tokens", "budget.max_tokens=31"))
+
+
+@pytest.mark.parametrize("strategy", ["a_star", "beam_search", "dvts", "particle_filter", "entropic_particle_filter",
+                                      "best_of_n", "best_of_majority", "weighted_majority", "majority_vote",
+                                      "entropy_branching"])
+def test_every_shipped_strategy_config_passes(tmp_path, strategy):
+    validate_config(cfg_for(tmp_path, f"strategy={strategy}", "verifier=arithmetic_checker"))
+    validate_config(cfg_for(tmp_path, f"strategy={strategy}", "verifier=arithmetic_checker", "budget=tokens"))
+
+
+def test_group_choice_check_reads_conf_and_searchpath(tmp_path):
+    assert check_group_choices(["strategy=best_of_n", "seed=3", "strategy.n=4"]) is None
+    assert check_group_choices(["hydra/launcher=basic"]) is None  # Hydra's own groups: Hydra's business
+    assert "no backend named 'fake'" in check_group_choices(["backend=fake"])
+    extra = tmp_path / "conf" / "backend"
+    extra.mkdir(parents=True)
+    (extra / "fake.yaml").write_text("_target_: backends.fake.FakeEngine\n")
+    assert check_group_choices(["backend=fake", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]) is None
