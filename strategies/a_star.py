@@ -164,10 +164,12 @@ class AStarDecoding(Strategy):
 
     @staticmethod
     def _best_found(entries: list[_Entry]) -> _Entry | None:
-        """After a budget stop: the complete solution with the lowest f, else the partial one."""
+        """After a budget stop: the complete solution with the lowest f, else the partial one
+        with the lowest f among the states not expanded yet (an expanded state's children go
+        further along the same path)."""
         generated = [e for e in entries if e.node.parent is not None]
         complete = [e for e in generated if e.node.finished and e.node.finish_reason == "eos"]
-        pool = complete or generated
+        pool = complete or [e for e in generated if e.popped_at is None or e.node.finished]
         return min(pool, key=lambda e: (e.f, e.id)) if pool else None
 
     def _result(

@@ -504,3 +504,21 @@ def test_verifier_configs_instantiate_without_loading_a_model(name):
     if name in ("prm_vllm", "prm_hf"):
         assert v.model_name == "Qwen/Qwen2.5-Math-PRM-7B"
         assert getattr(v, "_model", None) is None and getattr(v, "_format", None) is None  # lazy
+
+
+def test_a_pooling_engine_that_failed_to_start_is_not_rebuilt_per_request(monkeypatch):
+    from verifiers.prm_vllm import VLLMPoolingEngine
+
+    eng = VLLMPoolingEngine("no/such-model")
+    tries = []
+
+    def fail():
+        tries.append(1)
+        raise OSError("no weights here")
+
+    monkeypatch.setattr(eng, "_build", fail)
+    with pytest.raises(OSError):
+        eng.start()
+    with pytest.raises(RuntimeError, match="failed to start"):
+        run(eng.encode([1, 2, 3]))
+    assert len(tries) == 1

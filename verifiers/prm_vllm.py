@@ -53,29 +53,43 @@ class VLLMPoolingEngine:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count()
+        self._failed: BaseException | None = None
 
     def start(self) -> None:
         with self._lock:
             if self._llm is not None:
                 return
-            from vllm.config import PoolerConfig
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
+            if self._failed is not None:  # do not rebuild a failed engine for every request
+                raise RuntimeError(f"the PRM engine for {self.model!r} failed to start") from self._failed
+            try:
+                self._build()
+            except Exception as e:
+                self._failed = e
+                raise
 
-            kwargs = dict(self.engine_kwargs)
-            kwargs.setdefault("runner", "pooling")
-            if self.step_tag_id is not None and "pooler_config" not in kwargs:
-                kwargs["pooler_config"] = PoolerConfig(step_tag_id=self.step_tag_id)
-            args = AsyncEngineArgs(model=self.model, **kwargs)
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="prm-vllm-loop", daemon=True)
-            thread.start()
+    def _build(self) -> None:
+        from vllm.config import PoolerConfig
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
 
-            async def build() -> Any:
-                return AsyncLLM.from_engine_args(args)
+        kwargs = dict(self.engine_kwargs)
+        kwargs.setdefault("runner", "pooling")
+        if self.step_tag_id is not None and "pooler_config" not in kwargs:
+            kwargs["pooler_config"] = PoolerConfig(step_tag_id=self.step_tag_id)
+        args = AsyncEngineArgs(model=self.model, **kwargs)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="prm-vllm-loop", daemon=True)
+        thread.start()
 
+        async def build() -> Any:
+            return AsyncLLM.from_engine_args(args)
+
+        try:
             self._llm = asyncio.run_coroutine_threadsafe(build(), loop).result()
-            self._loop, self._thread = loop, thread
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            raise
+        self._loop, self._thread = loop, thread
 
     async def encode(self, token_ids: Sequence[int]) -> tuple[Any, int]:
         """(per-row raw outputs as a numpy array, cached prompt tokens) of one input."""
