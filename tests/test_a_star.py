@@ -182,3 +182,36 @@ def test_strategy_configs_instantiate_with_the_shared_sampling_settings(name):
         assert strategy.adapt_max_extra == strategy.M
     else:
         assert strategy.requires_verifier and strategy.max_tokens == sampling.max_tokens
+
+
+@pytest.mark.parametrize("strategy", ["a_star", "best_of_majority"])
+def test_through_the_runner_with_the_arithmetic_checker(tmp_path, strategy):
+    """Hydra config -> runner -> graded records for the verifier-guided strategies."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from ttscale.results import iter_records
+    from ttscale.runner import run as run_config
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "logger=none", f"run.root={tmp_path}", "run.progress=false", "run.summary=false",
+            f"strategy={strategy}", "verifier=arithmetic_checker", "strategy.temperature=1.0"])
+    with open_dict(cfg):
+        cfg.task = OmegaConf.create({"_target_": "tests.helpers.ToyTask", "num_problems": 3, "modulo": 3})
+
+    def responder(prompt):  # the right answer's path writes a true equation, the wrong one a false one
+        i = int(prompt.strip()[1:])
+        right = i % 3
+        return [(f"{right} + 0 = {right}\n\n\\boxed{{{right}}}", 0.5), (f"{right} + 0 = 7\n\n\\boxed{{7}}", 0.5)]
+
+    metrics = run_config(cfg, engine=FakeEngine(responder))
+    recs = list(iter_records(next(p for p in (tmp_path / "default").iterdir() if p.is_dir())))
+    assert len(recs) == 3 and metrics["problems"] == 3
+    for r in recs:
+        assert r["error"] is None and r["correct"] is True  # the checker steers to the true equation
+        assert r["usage"]["verifier_calls"] > 0
+        assert all(c["correct"] == (c["answer"] == str(int(r["problem_id"][1:]) % 3)) for c in r["candidates"])

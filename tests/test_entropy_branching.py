@@ -210,3 +210,38 @@ def test_bad_hyperparameters_are_rejected():
     for kw in ({"M": 0}, {"top_k": 1}, {"chunk_tokens": 0}, {"selection": "vote"}):
         with pytest.raises(ValueError):
             EntropyBranching(**kw)
+
+
+def test_through_the_runner_problems_share_one_pool(tmp_path):
+    """Hydra config -> runner -> records: the easy problems' unused sequences go to the hard ones."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from ttscale.results import iter_records
+    from ttscale.runner import run as run_config
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "logger=none", f"run.root={tmp_path}", "run.progress=false", "run.summary=false",
+            "strategy=entropy_branching", "strategy.M=4", "strategy.theta=1.0", "strategy.top_k=10",
+            "strategy.chunk_tokens=64", "strategy.temperature=1.0"])
+    with open_dict(cfg):
+        cfg.task = OmegaConf.create({"_target_": "tests.helpers.ToyTask", "num_problems": 4, "modulo": 3})
+
+    def by_question(prompt):  # q0, q2: certain (easy); q1, q3: ten-way splits at every answer (hard)
+        i = int(prompt.strip()[1:])
+        return responder("easy" if i % 2 == 0 else "hard")
+
+    metrics = run_config(cfg, engine=FakeEngine(by_question, delay=0.001))
+    recs = {r["problem_id"]: r for r in iter_records(next(p for p in (tmp_path / "default").iterdir() if p.is_dir()))}
+    assert sorted(recs) == ["q0", "q1", "q2", "q3"] and metrics["problems"] == 4
+    easy, hard = [recs["q0"], recs["q2"]], [recs["q1"], recs["q3"]]
+    assert [r["stats"]["pool_deposited"] for r in easy] == [3, 3]
+    assert all(r["stats"]["hit_cap"] for r in hard)
+    assert sum(r["stats"]["pool_drawn"] for r in hard) == 6
+    assert sum(len(r["candidates"]) for r in recs.values()) <= 4 * 4
+    for r in recs.values():
+        assert r["usage"]["generated_tokens"] == sum(c["extra"]["own_tokens"] for c in r["candidates"])
