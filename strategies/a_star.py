@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from strategies.base import Strategy
@@ -62,13 +62,6 @@ class _Entry:
     h: float
     created_at: int  # number of expansions done when it was generated (0: the root)
     popped_at: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _step_config(step: StepConfig | Mapping[str, Any] | None) -> StepConfig:
-    if step is None or isinstance(step, StepConfig):
-        return step or StepConfig()
-    return StepConfig(**{k: step[k] for k in step})
 
 
 class AStarDecoding(Strategy):
@@ -92,8 +85,8 @@ class AStarDecoding(Strategy):
         if cost not in COSTS:
             raise ValueError(f"strategy.cost must be one of {COSTS}, got {cost!r}")
         self.k, self.max_expansions, self.cost = k, max_expansions, cost
-        self.sampling = Sampling(temperature=temperature, top_p=top_p)
-        self.step = _step_config(step)
+        self.temperature, self.top_p = temperature, top_p
+        self.step = StepConfig.coerce(step)
         self.record_tree = record_tree
 
     # ---- the evaluation function ---------------------------------------------
@@ -113,6 +106,7 @@ class AStarDecoding(Strategy):
     # ---- the search -----------------------------------------------------------
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
         prompt = ctx.prompt_ids(problem)
+        sampling = Sampling.for_verifier(ctx, self.temperature, self.top_p)
         ids = itertools.count()
         root = _Entry(id=next(ids), node=Node.root(), f=0.0, g=0.0, h=0.0, created_at=0)
         entries = [root]
@@ -141,7 +135,7 @@ class AStarDecoding(Strategy):
                     goal, stop = e, "goal"
                     break
                 continue  # a dead end (step/token cap): nothing to expand
-            children = await expand(ctx, prompt, e.node, self.k, self.step, self.sampling)
+            children = await expand(ctx, prompt, e.node, self.k, self.step, sampling)
             if not children:  # the engine returned nothing the budget could pay for
                 stop = "budget"
                 break

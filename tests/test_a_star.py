@@ -172,8 +172,7 @@ def test_strategy_configs_instantiate_with_the_shared_sampling_settings(name):
     cfg = OmegaConf.create({"sampling": sampling, "strategy": OmegaConf.load(conf / "strategy" / f"{name}.yaml")})
     strategy = instantiate(cfg.strategy)
     assert strategy.name == name
-    temperature = strategy.sampling.temperature if name == "a_star" else strategy.temperature
-    assert temperature == sampling.temperature
+    assert strategy.temperature == sampling.temperature
     if name == "a_star":
         assert strategy.requires_verifier and strategy.step.delimiter == "\n\n"
         assert strategy.step.max_total_tokens == sampling.max_tokens
