@@ -44,7 +44,7 @@ problems finish. A per-problem ledger budget (`budget.max_tokens`) still caps ea
 problem's tokens; the pool only moves sequences.
 
 Final answer: majority vote over all sequences (`selection: majority`), or with a
-verifier `weighted` (weighted majority) or `best` (highest score).
+verifier `weighted_vote` (verifier-weighted majority) or `argmax` (highest score).
 
 `Result.stats`: sequences, forks (parent, child, position, entropy), denied forks,
 whether the cap was hit, rounds and requests, generated tokens, the tokens `M`
@@ -62,13 +62,15 @@ from typing import Any
 
 from strategies.base import Strategy
 from strategies.sampling import plurality, score_candidates
+from strategies.steps import SELECTIONS as STEP_SELECTIONS
+from strategies.steps import select
 from tasks.base import cluster_answers
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
 from ttscale.engine import GenerationRequest, entropy_from_logprobs
 from ttscale.types import Candidate, Problem, Result
 
-SELECTIONS = ("majority", "weighted", "best")
+SELECTIONS = ("majority",) + STEP_SELECTIONS  # majority | argmax | weighted_vote
 
 
 class BudgetPool:
@@ -271,10 +273,7 @@ class EntropyBranching(Strategy):
         else:
             await score_candidates(problem, ctx, cands)
             weights = [c.score if c.score is not None else 0.0 for c in cands]
-            if self.selection == "weighted":
-                sel = plurality(cands, weights)
-            else:
-                sel = max(range(len(cands)), key=lambda i: (weights[i], -i)) if cands else None
+            sel = select(ctx, cands, weights, self.selection)
 
         lengths = [len(s.ids) for s in seqs]
         full_parallel = self.M * (sum(lengths) / len(lengths)) if lengths else 0.0

@@ -196,7 +196,7 @@ class AnswerScore(Verifier):
 
 def test_selection_by_verifier():
     eng = FakeEngine(completions=BRANCHY)
-    strat = EntropyBranching(M=50, theta=0.5, top_k=TOP_K, temperature=1.0, adapt=False, selection="best")
+    strat = EntropyBranching(M=50, theta=0.5, top_k=TOP_K, temperature=1.0, adapt=False, selection="argmax")
     assert strat.requires_verifier
     for seed in range(6):
         ctx = make_ctx(eng, verifier=AnswerScore(), seed=seed)
