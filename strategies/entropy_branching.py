@@ -57,7 +57,7 @@ pool's deposits/draws.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from strategies.base import Strategy
@@ -115,7 +115,6 @@ class _Seq:
     own: int = 0  # tokens this sequence generated itself
     finished: bool = False
     finish_reason: str | None = None
-    entropies: dict[int, float] = field(default_factory=dict)  # position -> H of its own tokens
 
 
 class EntropyBranching(Strategy):
@@ -196,7 +195,6 @@ class EntropyBranching(Strategy):
                 for i, top in enumerate(comp.top_logprobs or []):
                     p = start + i
                     h = entropy_from_logprobs(top)
-                    s.entropies[p] = h
                     if h > self.theta and p != s.fork_at:
                         wanted.append((p, s.id, h))
                 if comp.finish_reason != "length":
