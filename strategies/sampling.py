@@ -3,11 +3,15 @@ samples (the engine batches them), answers extracted, classes assigned."""
 
 from __future__ import annotations
 
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
 from ttscale.engine import GenerationRequest
 from ttscale.types import Candidate, Problem
 from tasks.base import cluster_answers
+
+T = TypeVar("T")
 
 
 async def sample_candidates(
@@ -60,9 +64,34 @@ async def score_candidates(problem: Problem, ctx: SolveContext, cands: list[Cand
     allowed = ctx.ledger.verifier_allowance(len(cands))
     if allowed <= 0:
         return
-    scores = await ctx.verifier.score(problem, cands[:allowed], ctx)
+    scores = await score_each(lambda cs: ctx.verifier.score(problem, cs, ctx), cands[:allowed])
     for c, s in zip(cands, scores):
-        c.score = float(s)
+        if isinstance(s, Exception):  # this candidate stays unscored, the run goes on
+            c.extra["verifier_error"] = f"{type(s).__name__}: {s}"
+        else:
+            c.score = float(s)
+
+
+async def score_each(call: Callable[[list[T]], Awaitable[Sequence[Any]]], items: list[T]) -> list[Any]:
+    """`await call(items)`, one result per item. When the batch call raises, each item is
+    scored alone, so an item that makes the verifier raise gets its exception as its
+    result and the others their scores: a failing verifier marks a candidate, not the run.
+    A verifier that raises on every item is broken, not the items: that error is raised
+    (the runner then records the problem as failed)."""
+    try:
+        return list(await call(items))
+    except Exception:  # noqa: BLE001
+        if len(items) <= 1:
+            raise
+    out: list[Any] = []
+    for item in items:
+        try:
+            out.append((await call([item]))[0])
+        except Exception as e:  # noqa: BLE001
+            out.append(e)
+    if all(isinstance(x, Exception) for x in out):
+        raise out[0]
+    return out
 
 
 def plurality(cands: list[Candidate], weights: list[float] | None = None) -> int | None:

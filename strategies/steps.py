@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-from strategies.sampling import plurality
+from strategies.sampling import plurality, score_each
 from tasks.base import cluster_answers
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
@@ -146,6 +146,7 @@ class Node:
 
     def to_candidate(self, ctx: SolveContext) -> Candidate:
         text = self.text()
+        errors = [n.extra["verifier_error"] for n in self.path() if "verifier_error" in n.extra]
         return Candidate(
             text=text,
             answer=ctx.task.extract_answer(text),
@@ -155,6 +156,7 @@ class Node:
             step_scores=list(self.step_scores) or None,
             score=self.score,
             mean_logprob=(self.logprob_sum / self.logprob_count) if self.logprob_count else None,
+            extra={"verifier_error": errors[-1], "verifier_errors": len(errors)} if errors else {},
         )
 
 
@@ -274,12 +276,15 @@ async def score_nodes(ctx: SolveContext, problem, nodes: Sequence[Node]) -> list
     todo = list(nodes[:allowed])
     if todo:
         if isinstance(v, ProcessVerifier):
-            per_step = await v.score_steps(problem, [n.steps() for n in todo], ctx)
-            scores = [s[-1] if s else 0.0 for s in per_step]
+            scores = await score_each(lambda ns: v.score_steps(problem, [n.steps() for n in ns], ctx), todo)
+            scores = [s if isinstance(s, Exception) else (s[-1] if s else 0.0) for s in scores]
         else:
-            scores = await v.score(problem, [n.to_candidate(ctx) for n in todo], ctx)
+            scores = await score_each(lambda ns: v.score(problem, [n.to_candidate(ctx) for n in ns], ctx), todo)
         for n, s in zip(todo, scores):
-            n.with_score(float(s))
+            if isinstance(s, Exception):  # the verifier raised on this prefix: unscored, marked
+                n.extra["verifier_error"] = f"{type(s).__name__}: {s}"
+            else:
+                n.with_score(float(s))
     return [n.score if n.score is not None else 0.0 for n in nodes]
 
 

@@ -247,6 +247,9 @@ def finalize(plan: Plan, wall_time: float, partial: bool = False) -> dict[str, A
     records = sorted((r for r in iter_records(plan.run_dir) if r["problem_id"] in plan_ids(plan)),
                      key=lambda r: (r.get("index", 0), str(r["problem_id"])))
     metrics = compute_metrics(records)
+    # candidates the verifier raised on (left unscored, marked `extra.verifier_error`)
+    metrics["run/verifier_errors"] = sum(1 for r in records for c in r.get("candidates") or ()
+                                     if (c.get("extra") or {}).get("verifier_error"))
     metrics["run/wall_time"] = wall_time
     metrics["run/problems_expected"] = len(plan.items)
     metrics["run/partial"] = partial
@@ -450,6 +453,7 @@ def summary_text(plan: Plan, m: dict[str, Any]) -> str:
     lines.append(
         f"problems {m.get('problems', 0)}  failed {m.get('failed', 0)}  accuracy {pct(acc)}%"
         + (f"  (95% CI {pct(lo)}-{pct(hi)})" if lo is not None else "")
+        + (f"  verifier errors {m['run/verifier_errors']}" if m.get("run/verifier_errors") else "")
     )
     curves = m.get("curves") or {}
     ks = sorted({int(k) for c in curves.values() for k in c})

@@ -25,6 +25,30 @@ def flat_summary(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def wandb_base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+
+
+def server_reachable(timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to the W&B server opens within `timeout` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(wandb_base_url())
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _teardown() -> None:
+    import wandb
+
+    wandb.teardown()
+
+
 class WandbTracker:
     """W&B run per configuration; `mode: auto` means online with a key, offline without."""
 
@@ -53,7 +77,11 @@ class WandbTracker:
         try:
             return fn(*a, **kw)
         except Exception as e:  # noqa: BLE001 - tracking must never stop a run
-            log.warning("W&B %s failed (%s: %s); tracking continues without it", what, type(e).__name__, e)
+            if not getattr(self, "_warned", False):  # said once; later failures go to the debug log
+                log.warning("W&B %s failed (%s: %s); the run goes on without it", what, type(e).__name__, e)
+                self._warned = True
+            else:
+                log.debug("W&B %s failed (%s: %s)", what, type(e).__name__, e)
             return None
 
     def start(self, *, config: dict, run_id: str, name: str, group: str, tags: list[str], run_dir: str) -> None:
@@ -62,17 +90,25 @@ class WandbTracker:
 
             return wandb.init(
                 project=self.project, entity=self.entity, mode=mode, dir=self.dir or run_dir,
-                id=run_id, name=name, group=group, tags=tags + self.extra_tags, config=config,
+                id=run_id, name=name, group=group, tags=[t[:64] for t in tags + self.extra_tags if t], config=config,
                 resume="allow", reinit="finish_previous",
                 settings=wandb.Settings(init_timeout=60, silent=True),
             )
 
         mode = self._mode()
+        where = self.dir or run_dir
+        if mode == "online" and not server_reachable():  # do not wait out init_timeout
+            log.warning("W&B server %s unreachable; logging offline to %s/wandb (`wandb sync` uploads it later)",
+                        wandb_base_url(), where)
+            mode = "offline"
         try:
             self.run = _init(mode)
         except Exception as e:  # noqa: BLE001
-            if mode == "online":
-                log.warning("W&B online init failed (%s); falling back to offline mode", e)
+            if mode == "online":  # a wrong key, a server error: offline still keeps everything
+                log.warning("W&B online init failed (%s: %s); logging offline to %s/wandb (`wandb sync` uploads it later)",
+                            type(e).__name__, e, where)
+                self._guard("teardown", _teardown)  # the failed online run holds its id
+                self._warned = False
                 self.run = self._guard("offline init", _init, "offline")
             else:
                 log.warning("W&B init failed (%s); tracking off for this run", e)
