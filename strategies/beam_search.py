@@ -1,8 +1,9 @@
 """Beam search over reasoning steps, guided by a process reward model.
 
 Snell et al. 2024, "Scaling LLM Test-Time Compute Optimally can be More Effective than
-Scaling Model Parameters" (arXiv:2408.03314), Sec. 5.1; as run in Hugging Face's
-search-and-learn ("Scaling test-time compute with open models", 2024).
+Scaling Model Parameters" (arXiv:2408.03314), Sec. 5.1; details (collected finished
+beams, the final pool) as in Beeching, Tunstall & Rush 2024, "Scaling test-time compute
+with open models".
 
 With N beams and beam width M:
 
@@ -48,7 +49,7 @@ class BeamSearch(Strategy):
     beam_width: M, the continuations per kept beam; N/M beams are kept. N must be a
         multiple of M.
     aggregation: how a beam's per-prefix PRM scores are reduced to rank it and to
-        select the answer ("last", as in search-and-learn; "min", "prod", "mean").
+        select the answer ("last", the usual choice with a PRM; "min", "prod", "mean").
     selection: "argmax" (best aggregated score) or "weighted_vote".
     temperature, top_p: sampling of the policy.
     step: how solutions are cut into steps (see `StepConfig`).

@@ -1,8 +1,8 @@
 """Diverse Verifier Tree Search (DVTS).
 
-Beeching, Tunstall and Rush 2024, "Scaling test-time compute with open models"
-(Hugging Face blog; search-and-learn), an extension of the PRM beam search of Snell et
-al. 2024 (arXiv:2408.03314) that keeps the N candidates diverse at large N.
+Beeching, Tunstall and Rush 2024, "Scaling test-time compute with open models" (blog
+post): an extension of the PRM beam search of Snell et al. 2024 (arXiv:2408.03314)
+that keeps the N candidates diverse at large N.
 
 The N candidates are split into N/M independent subtrees of width M, each grown from
 its own root. At every step each unfinished subtree expands its current leaf into M
@@ -12,7 +12,7 @@ at the subtree level). Subtrees never compete with each other: a subtree whose
 children all score low is kept, not replaced by another's. A subtree is done when its
 kept leaf finishes.
 
-The pool is, as in search-and-learn, the M children of each subtree's last expansion
+The pool is, as in the blog post, the M children of each subtree's last expansion
 (the kept leaf and its siblings; N candidates in all); the answer is the best
 aggregated PRM score (``selection: argmax``) or the answer class with the largest
 total score (``selection: weighted_vote``).
