@@ -188,6 +188,7 @@ def test_epf_strategy_records_annealing_only_below_threshold():
     # An over-confident PRM on the first step ("A" 0.999 vs 0.02) collapses the weights.
     completions = [("A one\n\ntwo\n\nthree\n\n\\boxed{1}", 0.3), ("B one\n\ntwo\n\nthree\n\n\\boxed{2}", 0.7)]
     step = {**STEP, "max_steps": 10}
+    annealed = left_alone = 0
     for seed in range(20):
         engine = RecordingEngine(completions=completions)
         ctx = make_ctx(engine, verifier=MarkerPRM({"A": 0.999, "B": 0.02}), seed=seed)
@@ -201,6 +202,9 @@ def test_epf_strategy_records_annealing_only_below_threshold():
         assert annealed_steps == expected
         for e in result.stats["annealing"]:
             assert e["ess_ratio"] < 0.5 and e["ess_ratio_after"] == pytest.approx(0.5, abs=1e-5)
+        annealed += len(annealed_steps)
+        left_alone += sum(t / 10 < 0.5 and r >= 0.5 for t, r in enumerate(before, start=1))
+    assert annealed > 0 and left_alone > 0  # both cases happened in the early phase
     # A PRM that scores everything alike never triggers it.
     engine = RecordingEngine(completions=completions)
     ctx = make_ctx(engine, verifier=MarkerPRM({}, default=0.5), seed=0)
