@@ -91,6 +91,23 @@ def load_hub(
     return ds.to_list()
 
 
+def load_rows(
+    *,
+    task: str,
+    path: str | Path | None = None,
+    hub: str | None = None,
+    split: str = "test",
+    config: str | None = None,
+    revision: str | None = None,
+) -> list[dict[str, Any]]:
+    """A task's rows: the local `path` when set (it wins over `hub`), else the Hub dataset."""
+    if path:
+        return load_local(path, task=task)
+    if hub:
+        return load_hub(hub, task=task, split=split, config=config, revision=revision)
+    raise ValueError(f"task={task}: set task.hub=<Hub dataset> or task.path=<local file>")
+
+
 def pick_field(
     columns: Sequence[str], wanted: str | Sequence[str] | None, *, key: str, task: str, required: bool = True
 ) -> str | None:

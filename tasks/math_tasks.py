@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from tasks import answers as A
 from tasks.base import Task
-from tasks.loading import load_hub, load_local, pick_field
+from tasks.loading import load_rows, pick_field
 from ttscale.types import Problem, Reference
 
 DEFAULT_PROMPT = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -138,10 +138,8 @@ class MathTask(MathBase):
 
     # ---- loading --------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
-        if self.path:
-            return load_local(self.path, task=self.name)
-        assert self.hub
-        return load_hub(self.hub, task=self.name, split=self.split, config=self.hub_config, revision=self.revision)
+        return load_rows(task=self.name, path=self.path, hub=self.hub, split=self.split,
+                         config=self.hub_config, revision=self.revision)
 
     def _question(self, text: str) -> str:
         text = text.strip()
