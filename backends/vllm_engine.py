@@ -39,7 +39,14 @@ from ttscale.engine import Completion, EngineError, GenerationOutput, Generation
 log = logging.getLogger(__name__)
 
 # Defaults for vLLM's CPU build, applied only where the user set nothing
-# (see `cpu_env_defaults`).
+# (see `cpu_env_defaults`). vLLM's own CPU knobs are left to vLLM and the user:
+# - VLLM_CPU_OMP_THREADS_BIND=auto (vLLM's default) binds the worker's OpenMP threads
+#   to all cores but one, which it leaves to the scheduler process. On a 2-core box
+#   that is one compute thread; binding both cores ("0-1") was ~10x slower here
+#   (the scheduler and the spinning OpenMP threads fight over the cores).
+# - VLLM_CPU_KVCACHE_SPACE (GiB), when set, replaces gpu_memory_utilization's sizing
+#   of the KV cache (as `kv_cache_memory_bytes` does).
+# - VLLM_CPU_NUM_OF_RESERVED_CPU: cores kept away from the worker (auto: 1).
 CPU_ENV_DEFAULTS: dict[str, str] = {
     "TOKENIZERS_PARALLELISM": "false",
 }
