@@ -158,11 +158,22 @@ def run_label(run: RunData, dims: Sequence[str]) -> str:
 def _config_without_seed(run: RunData) -> str:
     ident_path = run.run_dir / "identity.json"
     cfg = json.loads(ident_path.read_text())["config"] if ident_path.exists() else dict(run.config)
-    cfg = dict(cfg)
+    cfg = json.loads(json.dumps(cfg, default=str))
     cfg.pop("seed", None)
     for k in ("run", "logger", "hydra"):
         cfg.pop(k, None)
+    # engine seeds follow the run seed (`backend.seed: ${seed}`) and are not a setting of their own;
+    # task.seed (which problems) is
+    for k in ("backend", "verifier"):
+        _drop_key(cfg.get(k), "seed")
     return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def _drop_key(node: Any, key: str) -> None:
+    if isinstance(node, dict):
+        node.pop(key, None)
+        for v in node.values():
+            _drop_key(v, key)
 
 
 def _x_of(run: RunData) -> dict[str, float | None]:

@@ -95,9 +95,17 @@ _ENGINES: dict[str, Any] = {}
 
 
 def get_engine(backend_cfg: DictConfig) -> Any:
-    """One engine per backend config per process: a sweep in one process reuses it."""
-    key = json.dumps(OmegaConf.to_container(backend_cfg, resolve=True), sort_keys=True, default=str)
+    """One engine per process: a sweep in one process reuses it while the backend settings stay
+    the same, and replaces it (the old one shut down first, freeing its memory) when they change.
+
+    The engine's own `seed` is left out of that comparison: every request carries a seed derived
+    from the run seed and the problem, so a sweep over `seed` keeps one engine."""
+    settings = OmegaConf.to_container(backend_cfg, resolve=True)
+    if isinstance(settings, dict):
+        settings.pop("seed", None)
+    key = json.dumps(settings, sort_keys=True, default=str)
     if key not in _ENGINES:
+        _shutdown_engines()
         _ENGINES[key] = instantiate(backend_cfg)
     return _ENGINES[key]
 
@@ -384,6 +392,12 @@ def run(cfg: DictConfig, engine: Any = None) -> dict[str, Any]:
         if progress is not None:
             progress.close()
         plan.store.close()
+        stop = getattr(plan.verifier, "shutdown", None)  # a verifier's own engine (a PRM) frees its memory
+        if stop is not None:  # before the next job of a sweep builds another
+            try:
+                stop()
+            except Exception as e:  # noqa: BLE001
+                log.warning("verifier shutdown failed: %s", e)
     metrics = finalize(plan, time.perf_counter() - t0, partial=interrupted)
     if int(cfg.run.num_shards) > 1 and not interrupted:  # the last shard to finish merges them
         from ttscale.merge import merge_if_complete
