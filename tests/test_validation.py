@@ -19,7 +19,7 @@ from omegaconf import OmegaConf, open_dict
 
 from ttscale import runner
 from ttscale.runner import ConfigError, run
-from ttscale.validate import check_group_choices, validate_config
+from ttscale.validate import check_group_choices, check_override_keys, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -60,6 +60,20 @@ def test_unknown_name_in_a_sweep_is_refused_before_any_job(tmp_path):
 def test_unknown_model_preset_points_to_model_path(tmp_path):
     assert_rejected(run_cli(tmp_path / "out", "model=my-model"), tmp_path / "out", "model=my-model", "smollm2",
                     "model.path=")
+
+
+def test_unknown_key_names_the_keys_there_are(tmp_path):
+    assert_rejected(run_cli(tmp_path / "out", "strategy.nn=3"), tmp_path / "out",
+                    "strategy.nn=3", "no key 'nn' in strategy", "max_tokens, n, temperature", "+strategy.nn=")
+    assert_rejected(run_cli(tmp_path / "out", "verifier.model=x"), tmp_path / "out",
+                    "verifier is null", "verifier=<name>")
+
+
+def test_key_check_leaves_additions_and_plain_overrides_alone():
+    assert check_override_keys(["+foo=1", "++bar.baz=2", "seed=3", "strategy.n=4", "run.retry.attempts=2"]) is None
+    assert check_override_keys(["strategy=particle_filter", "strategy.step.max_steps=3"]) is None
+    assert "no key 'step' in strategy" in check_override_keys(["strategy=best_of_n", "strategy.step.max_steps=3"])
+    assert "no key 'temp' in sampling" in check_override_keys(["-m", "sampling.temp=0.1,0.2"])
 
 
 def _model_dir(tmp_path: Path, config: bool, weights: bool) -> Path:

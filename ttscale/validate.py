@@ -2,10 +2,12 @@
 
 Two places call this module:
 
-* `scripts/run.py`, before Hydra composes anything: `check_group_choices(argv)` looks
+* `scripts/run.py`, before Hydra runs anything: `check_group_choices(argv)` looks
   at each command-line choice of a config group (`strategy=nope`, `+experiment=x`,
   sweeps `strategy=a,b` included) and, for a name with no `conf/<group>/<name>.yaml`,
-  prints one line listing the valid names and exits with status 2.
+  prints one line listing the valid names and exits with status 2;
+  `check_override_keys(argv)` does the same for a key that is not in the config
+  (`strategy.nn=3`: one line with the keys there are).
 * `ttscale.runner.prepare`, first thing: `validate_config(cfg)` checks the resolved
   values and raises `ConfigError` (the CLI prints it as one line, exit status 2). The
   run directory is created only after this, and only once the engine is up, so a
@@ -134,9 +136,70 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str |
     return None
 
 
+def check_override_keys(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """The one-line error for the first `key=value` override whose key is not in the
+    composed config (a typo: `strategy.nn=3`), or None. `+key=` / `++key=` add keys and
+    are not checked; anything unusual (other config names, glob sweeps) is left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.types import OverrideType
+
+    try:
+        args, _ = get_args_parser().parse_known_args(list(argv))
+        if args.config_name or args.config_path or args.config_dir:
+            return None
+        overrides = _overrides(argv)
+    except Exception:  # noqa: BLE001
+        return None
+    dirs = _search_dirs(overrides, conf_dir)
+    if dirs is None:
+        return None
+    compose_with: list[str] = []
+    checks = []
+    for o in overrides:
+        key = o.key_or_group
+        is_group = "." not in key and not key.startswith("hydra") and any((d / key).is_dir() for d in dirs)
+        if key.startswith("hydra"):
+            if key == "hydra.searchpath":
+                compose_with.append(o.input_line)
+            continue
+        if is_group or o.type != OverrideType.CHANGE:
+            if o.is_sweep_override():  # a sweep over groups: Hydra's sweep setup composes the
+                return None  # shared overrides its own way and reports its own errors
+            compose_with.append(o.input_line)
+            continue
+        checks.append(o)
+    if not checks:
+        return None
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose("config", overrides=compose_with)
+    except Exception:  # noqa: BLE001 - Hydra reports its own composition errors
+        return None
+    for o in checks:
+        parts = o.key_or_group.split(".")
+        node: Any = cfg
+        for i, seg in enumerate(parts):
+            if not isinstance(node, DictConfig):
+                break
+            where = ".".join(parts[:i]) or "the config"
+            if seg not in node:
+                keys = ", ".join(sorted(str(k) for k in node.keys()))
+                return (f"{o.input_line}: no key {seg!r} in {where} (its keys: {keys}); "
+                        f"to add a new key write +{o.key_or_group}=...")
+            child = node._get_node(seg)
+            if i + 1 < len(parts) and child is not None and child._is_none():
+                group = parts[0] if any((d / parts[0]).is_dir() for d in dirs) else None
+                hint = f"; choose one first ({group}=<name>)" if group else ""
+                return f"{o.input_line}: {'.'.join(parts[: i + 1])} is null{hint}"
+            node = node[seg] if isinstance(child, DictConfig) else None
+    return None
+
+
 def precheck_argv(argv: Sequence[str] | None = None) -> None:
-    """For scripts/run.py: exit with status 2 and one line on an unknown group choice."""
-    msg = check_group_choices(sys.argv[1:] if argv is None else argv)
+    """For scripts/run.py: exit with status 2 and one line on an unknown group choice or key."""
+    argv = sys.argv[1:] if argv is None else argv
+    msg = check_group_choices(argv) or check_override_keys(argv)
     if msg is not None:
         print(f"ttscale: error: {msg}", file=sys.stderr)
         sys.exit(2)
