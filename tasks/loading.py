@@ -1,12 +1,15 @@
 """Load a dataset's rows through `datasets`: a Hub name, or a local JSON/JSONL/
-Parquet/CSV file. Both give a list of plain dicts; errors are `ValueError`s that
-name the config key to change (`task.path=`, `task.problem_field=`, ...).
+Parquet/CSV file (JSONL is read line by line, see `tasks.rows`, so a bad line is
+reported with its number). Both give `Rows` (a list of plain dicts); errors are
+`ValueError`s that name the config key to change (`task.path=`, `task.problem_field=`, ...).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
+
+from tasks.rows import Rows, read_jsonl
 
 LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -45,8 +48,9 @@ def _not_found_errors() -> tuple[type[BaseException], ...]:
         return ()
 
 
-def load_local(path: str | Path, *, task: str) -> list[dict[str, Any]]:
-    """Rows of a local JSON / JSONL / Parquet / CSV file, read with `datasets`."""
+def load_local(path: str | Path, *, task: str, on_bad_row: str = "error") -> Rows:
+    """Rows of a local JSON / JSONL / Parquet / CSV file: JSONL line by line (`read_jsonl`:
+    errors name the line), the others with `datasets`."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise ValueError(f"task={task}: task.path={path} does not exist (resolved to {p.resolve()})")
@@ -56,10 +60,16 @@ def load_local(path: str | Path, *, task: str) -> list[dict[str, Any]]:
             f"task={task}: task.path={path}: unsupported file type {p.suffix!r}; "
             f"use one of {sorted(LOCAL_FORMATS)}"
         )
+    if p.suffix.lower() == ".jsonl":
+        return read_jsonl(p, task=task, on_bad_row=on_bad_row)
     import datasets
 
-    ds = datasets.load_dataset(fmt, data_files=str(p.resolve()), split="train")
-    return ds.to_list()
+    try:
+        ds = datasets.load_dataset(fmt, data_files=str(p.resolve()), split="train")
+    except Exception as e:  # noqa: BLE001 - an unreadable file is the user's input: one line
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"task={task}: task.path={path}: cannot read it as {fmt}: {type(e).__name__}: {first}") from e
+    return Rows(ds.to_list(), source=str(path))
 
 
 def load_hub(
@@ -88,7 +98,7 @@ def load_hub(
             f"task={task}: Hub dataset {where} not found ({e}). Check task.hub / task.hub_config "
             f"/ task.split, or load a local file: {hint}"
         ) from e
-    return ds.to_list()
+    return Rows(ds.to_list(), source=name)
 
 
 def load_rows(
@@ -99,10 +109,11 @@ def load_rows(
     split: str = "test",
     config: str | None = None,
     revision: str | None = None,
-) -> list[dict[str, Any]]:
+    on_bad_row: str = "error",
+) -> Rows:
     """A task's rows: the local `path` when set (it wins over `hub`), else the Hub dataset."""
     if path:
-        return load_local(path, task=task)
+        return load_local(path, task=task, on_bad_row=on_bad_row)
     if hub:
         return load_hub(hub, task=task, split=split, config=config, revision=revision)
     raise ValueError(f"task={task}: set task.hub=<Hub dataset> or task.path=<local file>")

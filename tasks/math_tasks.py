@@ -10,13 +10,17 @@ the first present is used), and how the prompt is built. Grading uses
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from tasks import answers as A
 from tasks.base import Task
 from tasks.loading import load_rows, pick_field
+from tasks.rows import Rows, bad_row, check_on_bad_row
 from ttscale.types import Problem, Reference
+
+log = logging.getLogger("ttscale")
 
 DEFAULT_PROMPT = "{question}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 QUESTION = "{question}"
@@ -122,11 +126,16 @@ class MathTask(MathBase):
         meta_fields: Sequence[str] = (),
         answer_marker: str | None = None,
         strip_suffixes: Sequence[str] = (),
+        on_bad_row: str = "error",
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, **kwargs)
         if not hub and not path:
             raise ValueError(f"task={name}: set task.hub=<Hub dataset> or task.path=<local file>")
+        # a malformed / non-UTF-8 line, a row without problem, answer or id, a duplicate id:
+        # "error" names file and line; "skip" skips it and counts it (run/skipped_rows)
+        self.on_bad_row = check_on_bad_row(on_bad_row, task=name)
+        self.skipped_rows: list[str] = []
         self.hub, self.hub_config, self.split, self.revision = hub, hub_config, split, revision
         self.path = path
         self.problem_field, self.answer_field = problem_field, answer_field
@@ -139,7 +148,7 @@ class MathTask(MathBase):
     # ---- loading --------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
         return load_rows(task=self.name, path=self.path, hub=self.hub, split=self.split,
-                         config=self.hub_config, revision=self.revision)
+                         config=self.hub_config, revision=self.revision, on_bad_row=self.on_bad_row)
 
     def _question(self, text: str) -> str:
         text = text.strip()
@@ -164,8 +173,10 @@ class MathTask(MathBase):
             return self._items
         rows = self.rows()
         if not rows:
-            raise ValueError(f"task={self.name}: the dataset has no rows ({self.path or self.hub})")
-        columns = sorted({k for r in rows[:1] for k in r})
+            n_bad = len(getattr(rows, "skipped", ()))
+            raise ValueError(f"task={self.name}: the dataset has no rows ({self.path or self.hub})"
+                             + (f"; {n_bad} bad row(s) skipped" if n_bad else ""))
+        columns = sorted({k for r in rows for k in r})  # every row: the first may be a bad one
         pf = pick_field(columns, self.problem_field, key="problem_field", task=self.name)
         af = pick_field(columns, self.answer_field, key="answer_field", task=self.name)
         sf = pick_field(columns, self.solution_field, key="solution_field", task=self.name, required=False)
@@ -177,21 +188,41 @@ class MathTask(MathBase):
             )
         items: list[tuple[Problem, Reference]] = []
         seen: dict[str, int] = {}
+        rows = rows if isinstance(rows, Rows) else Rows(rows)
+        skipped = list(rows.skipped)
+
+        def bad(message: str) -> None:
+            bad_row(message, task=self.name, on_bad_row=self.on_bad_row, skipped=skipped)
+
         for i, row in enumerate(rows):
-            pid = f"{self.name}-{row[idf]}" if idf is not None else f"{self.name}-{i}"
+            at = rows.where(i)
+            if idf is not None and row.get(idf) in (None, ""):
+                bad(f"{at}: no id in field {idf!r} (task.id_field)")
+                continue
+            pid = f"{self.name}-{row[idf]}" if idf is not None else f"{self.name}-{rows.ordinal(i)}"
             if pid in seen:
-                raise ValueError(
-                    f"task={self.name}: rows {seen[pid]} and {i} have the same id {pid!r} "
-                    f"(task.id_field={idf}); set task.id_field=null to number rows instead"
-                )
-            seen[pid] = i
-            answer, solution = self._answer_and_solution(row[af], row.get(sf) if sf else None)
+                bad(f"{at}: duplicate id: same id {pid!r} as {rows.where(seen[pid])} (task.id_field={idf}; "
+                    "task.id_field=null numbers rows instead)")
+                continue
+            if row.get(pf) is None or not str(row[pf]).strip():
+                bad(f"{at}: no problem text in field {pf!r} (task.problem_field)")
+                continue
+            raw = row.get(af)
+            answer, solution = self._answer_and_solution(raw, row.get(sf) if sf else None) if raw is not None else (None, None)
             if answer is None or answer == "":
-                raise ValueError(f"task={self.name}: row {i} ({pid}) has no answer in field {af!r}")
-            meta = {m: row[m] for m in self.meta_fields}
+                bad(f"{at}: no answer in field {af!r} (task.answer_field)")
+                continue
+            seen[pid] = i
+            meta = {m: row.get(m) for m in self.meta_fields}
             meta["task"] = self.name
             problem = Problem(id=pid, question=self._question(str(row[pf])), meta=meta)
             items.append((problem, Reference(answer=answer, solution=solution)))
+        self.skipped_rows = skipped
+        if skipped:
+            log.warning("task=%s: skipped %d bad row(s) (task.on_bad_row=skip); first: %s",
+                        self.name, len(skipped), skipped[0])
+        if not items:
+            raise ValueError(f"task={self.name}: no usable rows in {self.path or self.hub} ({len(skipped)} bad)")
         self._items = items
         return items
 

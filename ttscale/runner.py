@@ -258,6 +258,7 @@ def finalize(plan: Plan, wall_time: float, partial: bool = False) -> dict[str, A
     # candidates the verifier raised on (left unscored, marked `extra.verifier_error`)
     metrics["run/verifier_errors"] = sum(1 for r in records for c in r.get("candidates") or ()
                                      if (c.get("extra") or {}).get("verifier_error"))
+    metrics["run/skipped_rows"] = len(getattr(plan.task, "skipped_rows", None) or ())  # task.on_bad_row=skip
     metrics["run/wall_time"] = wall_time
     metrics["run/problems_expected"] = len(plan.items)
     metrics["run/partial"] = partial
@@ -468,6 +469,7 @@ def summary_text(plan: Plan, m: dict[str, Any]) -> str:
         f"problems {m.get('problems', 0)}  failed {m.get('failed', 0)}  accuracy {pct(acc)}%"
         + (f"  (95% CI {pct(lo)}-{pct(hi)})" if lo is not None else "")
         + (f"  verifier errors {m['run/verifier_errors']}" if m.get("run/verifier_errors") else "")
+        + (f"  bad data rows skipped {m['run/skipped_rows']}" if m.get("run/skipped_rows") else "")
     )
     curves = m.get("curves") or {}
     ks = sorted({int(k) for c in curves.values() for k in c})
