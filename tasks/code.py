@@ -157,17 +157,19 @@ def sanitize(src: str) -> str:
 
 
 def extract_code(text: str, do_sanitize: bool = True) -> str | None:
-    """The program in a completion: all fenced Python blocks that parse (joined in
-    order), else the parseable code in the bare text. None when there is none."""
-    blocks = [b for b in (parseable_code(b) for b in code_blocks(text)) if b]
-    if blocks:
-        code = "\n\n".join(b.rstrip() for b in blocks) + "\n"
-    elif "```" in text:
-        return None  # fences, but nothing in them parses
+    """The program in a completion: the fenced Python blocks that parse (joined in
+    order); else the parseable code in the text without its fence lines (a stray
+    closing fence, as when the model continues a prompt that opened one); else the
+    first block as it is (graded as a syntax error). None when there is no code."""
+    blocks = code_blocks(text)
+    parsed = [b for b in (parseable_code(b) for b in blocks) if b]
+    if parsed:
+        code = "\n\n".join(b.rstrip() for b in parsed) + "\n"
     else:
-        code = parseable_code(text)
+        bare = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("```"))
+        code = parseable_code(bare)
         if code is None:
-            return None
+            return blocks[0].rstrip() + "\n" if blocks else None
     if do_sanitize:
         code = sanitize(code)
     return code if code.strip() else None

@@ -64,6 +64,10 @@ def test_extracts_bare_code_among_prose_and_unclosed_fences():
     assert "def g" in code and "def h" not in code
     assert extract_code("I cannot solve this.") is None
     assert extract_code("```text\nno code here\n```") is None
+    # The model continued a prompt that opened a fence: code, then a closing fence.
+    assert extract_code("def f(x):\n    return x\n```\nDone.").strip() == "def f(x):\n    return x"
+    # A fenced program that does not parse is kept as it is: graded as a syntax error.
+    assert extract_code("```python\ndef f(x)\n    return x\n```") == "def f(x)\n    return x\n"
 
 
 def test_degenerate_completions_are_cheap_to_extract(humaneval):
