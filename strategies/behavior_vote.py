@@ -32,16 +32,16 @@ from tasks.base import cluster_answers
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem, Result
 from verifiers.sandbox import Sandbox
-from verifiers.unit_tests import TestCase, TestRun, run_tests
+from verifiers.unit_tests import TestCase, TestRun, assemble_programs, public_tests, run_tests
 
 
 def behavior_tests(problem: Problem) -> tuple[list[TestCase], int, str]:
     """(tests, number of public tests among them, setup): the public tests, then an
     expression test for each behaviour input not already evaluated by them."""
-    public = [TestCase.from_dict(t) for t in problem.meta.get("public_tests", [])]
+    public, setup = public_tests(problem)
     evaluated = {t.expr for t in public if t.expr}
     extra = [TestCase(expr=x) for x in problem.meta.get("behavior_inputs", []) if x not in evaluated]
-    return public + extra, len(public), problem.meta.get("test_setup", "") or ""
+    return public + extra, len(public), setup
 
 
 def signature(run: TestRun, tests: list[TestCase]) -> tuple[str, ...] | None:
@@ -92,11 +92,8 @@ class BehaviorVote(Strategy):
         if getattr(ctx.task, "kind", None) != "code":
             raise ValueError(f"strategy=behavior_vote needs a code task (task.kind == 'code'), got task={ctx.task.name}")
         cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens)
-        answer_for = getattr(ctx.task, "answer_for", None)
-        if answer_for is not None:  # assemble with the prompt (HumanEval body-only answers)
-            for c in cands:
-                c.answer = answer_for(problem, c.text)
-            cluster_answers(ctx.task, cands)
+        assemble_programs(ctx.task, problem, cands)
+        cluster_answers(ctx.task, cands)  # the fallback classes: same normalised program
         tests, n_public, setup = behavior_tests(problem)
         stats: dict[str, Any] = {"samples": len(cands), "inputs": len(tests)}
         programs = sorted({c.answer for c in cands if c.answer})

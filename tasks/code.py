@@ -41,7 +41,7 @@ from tasks.base import Task
 from tasks.loading import load_hub, load_local
 from ttscale.types import Problem, Reference, Result
 from verifiers.sandbox import Sandbox, run_coroutine_sync
-from verifiers.unit_tests import TestCase, TestRun, run_tests
+from verifiers.unit_tests import TestCase, TestRun, assemble_programs, public_tests, run_tests
 
 HUMANEVAL_PROMPT = (
     "Complete the following Python function. Reply with the complete function, including its "
@@ -589,9 +589,7 @@ class CodeTask(Task):
         return normalize_program(answer)
 
     # ---- tests -----------------------------------------------------------------
-    @staticmethod
-    def public_tests(problem: Problem) -> tuple[list[TestCase], str]:
-        return [TestCase.from_dict(t) for t in problem.meta.get("public_tests", [])], problem.meta.get("test_setup", "")
+    public_tests = staticmethod(public_tests)
 
     @staticmethod
     def hidden_tests(reference: Reference) -> tuple[list[TestCase], str]:
@@ -669,9 +667,7 @@ def reextract(task: CodeTask, problem: Problem, result: Result) -> None:
     the prompt to assemble a body-only answer), so what is recorded is what is graded."""
     sel = result.candidates[result.selected] if result.selected is not None and result.candidates else None
     old = sel.answer if sel is not None else None
-    for c in result.candidates:
-        if c.text:
-            c.answer = task.extract_answer(c.text, problem)
+    assemble_programs(task, problem, result.candidates)
     if sel is not None and result.answer == old:
         result.answer = sel.answer
 

@@ -269,6 +269,17 @@ def public_tests(problem: Problem) -> tuple[list[TestCase], str]:
     return tests, problem.meta.get("test_setup", "") or ""
 
 
+def assemble_programs(task: Any, problem: Problem, candidates: Sequence[Candidate]) -> None:
+    """Re-extract each candidate's program with the problem at hand (`task.answer_for`,
+    when the task has it): a HumanEval answer that is only a function body becomes a
+    program with the prompt's signature only once the prompt is known."""
+    answer_for = getattr(task, "answer_for", None)
+    if answer_for is not None:
+        for c in candidates:
+            if c.text:
+                c.answer = answer_for(problem, c.text)
+
+
 class UnitTestVerifier(Verifier):
     """Score = fraction of the problem's *public* tests the candidate's program passes.
 
@@ -281,8 +292,7 @@ class UnitTestVerifier(Verifier):
 
     name = "unit_tests"
 
-    def __init__(self, sandbox: Sandbox | Mapping[str, Any] | None = None, timeout: float = 5.0,
-                 engine: Any = None) -> None:
+    def __init__(self, sandbox: Sandbox | Mapping[str, Any] | None = None, timeout: float = 5.0) -> None:
         if timeout <= 0:
             raise ValueError(f"verifier.timeout must be > 0, got {timeout}")
         # None: the task's sandbox (same isolation and worker limit as grading).
@@ -290,11 +300,7 @@ class UnitTestVerifier(Verifier):
         self.timeout = float(timeout)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
-        answer_for = getattr(ctx.task, "answer_for", None)
-        if answer_for is not None:  # the program assembled with the prompt (HumanEval bodies)
-            for c in candidates:
-                if c.text:
-                    c.answer = answer_for(problem, c.text)
+        assemble_programs(ctx.task, problem, candidates)
         tests, setup = public_tests(problem)
         programs = sorted({c.answer for c in candidates if c.answer})
         runs: dict[str, TestRun] = {}
