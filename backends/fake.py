@@ -96,9 +96,13 @@ class FakeEngine:
     # ---- the model ----------------------------------------------------------
     def next_token_distribution(self, user: str, generated: str) -> dict[int, float]:
         """Exact next-token probabilities after `generated` (see module doc)."""
+        return self._distribution(self.responder(user), generated)
+
+    @staticmethod
+    def _distribution(options: Sequence[tuple[str, float]], generated: str) -> dict[int, float]:
         mass: dict[int, float] = {}
         total = 0.0
-        for text, p in self.responder(user):
+        for text, p in options:
             if p <= 0 or not text.startswith(generated):
                 continue
             total += p
@@ -156,6 +160,7 @@ class FakeEngine:
             user, generated_before = _split_prompt(text)
             cached = self._cached_prefix(prompt_ids)
             self._remember(prompt_ids)
+            options = list(self.responder(user))  # asked once per request (a responder is a pure function)
             completions = []
             for i in range(request.n):
                 rng = (
@@ -163,22 +168,31 @@ class FakeEngine:
                     if request.seed is not None
                     else random.Random(self._rng.random())
                 )
-                completions.append(self._complete(request, user, generated_before, rng))
+                completions.append(self._complete(request, options, generated_before, rng))
                 self._remember(prompt_ids + completions[-1].token_ids)
             return GenerationOutput(completions, prompt_tokens=len(prompt_ids), cached_prompt_tokens=cached)
         finally:
             self.in_flight -= 1
 
     def _complete(
-        self, req: GenerationRequest, user: str, before: str, rng: random.Random
+        self, req: GenerationRequest, options: Sequence[tuple[str, float]], before: str, rng: random.Random
     ) -> Completion:
+        alive = {text for text, p in options if p > 0 and text.startswith(before)}
+        if len(alive) <= 1:  # one way to go on: every next token has probability 1
+            return self._complete_fixed(req, next(iter(alive))[len(before) :] if alive else "")
+        return self._complete_sampled(req, options, before, rng)
+
+    def _complete_sampled(
+        self, req: GenerationRequest, options: Sequence[tuple[str, float]], before: str, rng: random.Random
+    ) -> Completion:
+        """Token by token: sample from the exact next-token distribution, check stop strings."""
         ids: list[int] = []
         gen = ""
         lps: list[float] = []
         tops: list[dict[int, float]] = []
         finish, stop_reason = "length", None
         while len(ids) < req.max_tokens:
-            dist = self.next_token_distribution(user, before + gen)
+            dist = self._distribution(options, before + gen)
             tok = self._sample(dist, req.temperature, req.top_p, rng)
             if tok == EOS:  # like the real backends: EOS is neither returned nor scored
                 finish = "stop"
@@ -202,6 +216,38 @@ class FakeEngine:
             stop_reason=stop_reason,
             token_logprobs=lps if req.logprobs is not None else None,
             top_logprobs=tops if req.logprobs is not None else None,
+        )
+
+    @staticmethod
+    def _complete_fixed(req: GenerationRequest, rest: str) -> Completion:
+        """The token-by-token loop of `_complete` in one go, when only one completion is
+        possible (`rest`, then end of sequence): same tokens, stop, finish reason and
+        log-probabilities (all 0), without per-character sampling."""
+        limit = max(0, req.max_tokens)
+        end, stop_reason = None, None
+        for s in req.stop:  # the first position where the text so far ends with a stop string
+            j = 1 if s == "" else (rest.find(s) + len(s) if s in rest else None)
+            if j is not None and (end is None or j < end):
+                end = j
+        if end is not None and end <= min(limit, len(rest)):
+            gen = rest[:end]
+            stop_reason = next(s for s in req.stop if gen.endswith(s))
+            finish = "stop"
+        elif len(rest) < limit:
+            gen, finish = rest, "stop"  # end of sequence
+        else:
+            gen, finish = rest[:limit], "length"
+        ids = [ord(c) + 1 for c in gen]
+        if stop_reason is not None and not req.include_stop_str_in_output:
+            gen = gen[: -len(stop_reason)]  # as the loop does (an empty stop string empties it)
+        lp = req.logprobs is not None
+        return Completion(
+            token_ids=ids,
+            text=gen,
+            finish_reason=finish,
+            stop_reason=stop_reason,
+            token_logprobs=[0.0] * len(ids) if lp else None,
+            top_logprobs=[{t: 0.0} for t in ids] if lp else None,
         )
 
     async def close(self) -> None:
