@@ -106,9 +106,12 @@ def _model_dir(tmp_path: Path, config: bool, weights: bool) -> Path:
         (["model.path=/no/such/checkpoint"], ["model.path=/no/such/checkpoint", "no such model directory"]),
         (["model.path=Some-Org/not-cached-model"], ["model.path=Some-Org/not-cached-model", "local Hugging Face cache"]),
         (["model.path=embedded:nope"], ["model.path=embedded:nope", "embedded:smollm2-135m-instruct"]),
+        (["strategy=best_of_n", "verifier=prm_hf", "verifier.model=Some-Org/no-such-prm"],
+         ["verifier.model=Some-Org/no-such-prm", "local Hugging Face cache"]),
     ],
     ids=["n", "temperature", "strategy-top_p", "top_p", "max_tokens", "budget", "budget-steps", "delimiter",
-         "concurrency", "retry", "task-path", "hub-offline", "model-path", "hub-model-offline", "embedded-name"],
+         "concurrency", "retry", "task-path", "hub-offline", "model-path", "hub-model-offline", "embedded-name",
+         "verifier-model-offline"],
 )
 def test_bad_value_gives_one_line_and_exit_2(tmp_path, args, needles):
     root = tmp_path / "out"

@@ -27,7 +27,7 @@ What `validate_config` checks (each message names the config key to change):
 * model: the policy model (`model.path` / `backend.model`) is a known `embedded:`
   model whose package is installed, a local directory with `config.json` and weights,
   or a Hub id, which with `HF_HUB_OFFLINE=1` must already be in the local cache; a
-  verifier's local model path is checked the same way.
+  verifier's model (`verifier.model`, loaded lazily mid-run) is checked the same way.
 
 The budget rule. The smallest unit of work a strategy sends is one step of one
 sequence: `strategy.step.max_step_tokens` for step-level search (beam, DVTS, particle
@@ -413,9 +413,8 @@ def _check_models(cfg: DictConfig) -> None:
         check_model(_get(cfg, "backend.model"), _source_key(cfg, "backend.model"))
     verifier = cfg.get("verifier")
     if isinstance(verifier, DictConfig) and isinstance(verifier.get("model"), str):
-        v = _get(cfg, "verifier.model")
-        if Path(str(v)).expanduser().exists() or str(v).startswith((".", "/", "~")):
-            check_model(v, _source_key(cfg, "verifier.model"))
+        # a reward model loads lazily, mid-run: check it now like the policy model
+        check_model(_get(cfg, "verifier.model"), _source_key(cfg, "verifier.model"))
 
 
 CHECKS = (_check_sampling, _check_strategy, _check_budget, _check_run, _check_task, _check_models)
