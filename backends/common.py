@@ -8,12 +8,13 @@ and both report the same completion for the same sequence.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import struct
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Awaitable, Iterable, Mapping, Sequence
 
 from ttscale.engine import Completion
 
@@ -153,3 +154,14 @@ def build_completion(
         token_logprobs=token_lps,
         top_logprobs=top_lps,
     )
+
+
+async def gather_all(aws: Iterable[Awaitable[Any]]) -> list[Any]:
+    """`asyncio.gather` that cancels the others when one fails or the caller is cancelled."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise

@@ -28,7 +28,7 @@ import os
 import random
 from typing import Any, Mapping
 
-from backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids
+from backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids, gather_all
 from backends.embedded import resolve_model
 from ttscale.engine import Completion, EngineError, GenerationOutput, GenerationRequest
 
@@ -157,13 +157,7 @@ class OpenAIServerEngine:
             bodies = [self._body(request, 1, s) for s in seeds]
         else:
             bodies = [self._body(request, request.n, request.seed)]
-        tasks = [asyncio.ensure_future(self._post("/completions", b)) for b in bodies]
-        try:
-            answers = await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            raise
+        answers = await gather_all(self._post("/completions", b) for b in bodies)
         completions: list[Completion] = []
         cached: list[int] = []
         for ans in answers:

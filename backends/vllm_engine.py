@@ -32,7 +32,7 @@ import time
 import uuid
 from typing import Any
 
-from backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids
+from backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids, gather_all
 from backends.embedded import resolve_model
 from ttscale.engine import Completion, EngineError, GenerationOutput, GenerationRequest
 
@@ -223,13 +223,7 @@ class VLLMEngine:
         prompt_ids = [int(t) for t in req.prompt_token_ids]
         if req.n < 1:
             raise EngineError(f"n must be >= 1, got {req.n}")
-        tasks = [asyncio.ensure_future(self._sample(req, prompt_ids, i)) for i in range(req.n)]
-        try:
-            outs = await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            raise
+        outs = await gather_all(self._sample(req, prompt_ids, i) for i in range(req.n))
         eos = self._eos_token_ids
         completions = [_completion(c, req.logprobs, eos) for c, _ in outs]
         return GenerationOutput(completions, prompt_tokens=len(prompt_ids), cached_prompt_tokens=min(n for _, n in outs))
