@@ -241,6 +241,18 @@ def test_slurm_launcher_submits_a_job_array_with_the_configured_resources(tmp_pa
     assert any("export PYTHONUNBUFFERED=1" in p.read_text() for p in tmp_path.rglob("*submission.sh"))
 
 
+def test_a_job_array_of_shards_on_slurm_merges_into_one_run(tmp_path):
+    env = {"PATH": f"{ROOT / 'tests' / 'fake_slurm'}:{os.environ['PATH']}"}
+    sweep(tmp_path, "hydra/launcher=slurm", *FAKE_BACKEND, "run.num_shards=3", "run.shard=0,1,2", "task.limit=7",
+          "strategy.n=2", "sampling.max_tokens=8", "logger=none", "run.progress=false", env=env)
+    [d] = run_dirs_under(tmp_path)
+    assert len(list(d.glob("records.shard-*-of-003.jsonl"))) == 3
+    recs = [json.loads(x) for x in (d / "records.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in recs] == list(range(7))
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["problems"] == 7 and m["run/num_shards"] == 3 and m["run/partial"] is False
+
+
 # --------------------------------------------------------------------------- launcher and experiment configs
 def test_launcher_configs_follow_the_submitit_schema():
     from hydra.utils import instantiate
