@@ -304,7 +304,7 @@ class EntropyBranching(Strategy):
         text = ctx.tokenizer.decode(s.ids)
         return Candidate(
             text=text,
-            answer=ctx.task.extract_answer(text),
+            answer=ctx.extract_answer(text),
             num_tokens=len(s.ids),
             finish_reason=s.finish_reason,
             mean_logprob=(sum(s.lps) / len(s.lps)) if s.lps else None,

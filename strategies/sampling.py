@@ -46,7 +46,7 @@ async def sample_candidates(
     cands = [
         Candidate(
             text=c.text,
-            answer=ctx.task.extract_answer(c.text),
+            answer=ctx.extract_answer(c.text),
             num_tokens=len(c.token_ids),
             finish_reason=c.finish_reason,
             mean_logprob=c.mean_logprob,

@@ -149,7 +149,7 @@ class Node:
         errors = [n.extra["verifier_error"] for n in self.path() if "verifier_error" in n.extra]
         return Candidate(
             text=text,
-            answer=ctx.task.extract_answer(text),
+            answer=ctx.extract_answer(text),
             num_tokens=self.num_tokens,
             finish_reason=self.finish_reason,
             steps=self.steps(),

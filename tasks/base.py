@@ -43,6 +43,10 @@ class Task:
     def extract_answer(self, text: str) -> str | None:
         raise NotImplementedError
 
+    def answer_for(self, problem: Problem, text: str) -> str | None:
+        """The answer in `text` for `problem` (tasks whose extraction needs the problem override it)."""
+        return self.extract_answer(text)
+
     def answer_key(self, answer: str) -> str:
         """A cheap normal form used to group equal answers before `equivalent`."""
         return " ".join(answer.split())

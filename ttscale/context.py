@@ -34,6 +34,9 @@ class SolveContext:
     seed: int = 0
     # Only set for a verifier explicitly labelled as the oracle (upper bound).
     reference: Reference | None = None
+    # The problem being solved (the runner sets it; extraction may need it, e.g. a
+    # HumanEval prompt turns a bare function body into a program).
+    problem: Problem | None = None
     rng: np.random.Generator = field(init=False)
     _requests: int = field(default=0, init=False)
 
@@ -47,6 +50,12 @@ class SolveContext:
     def prompt_ids(self, problem: Problem) -> list[int]:
         """Token IDs of the task's chat prompt for this problem."""
         return list(self.engine.tokenizer.apply_chat_template(self.task.messages(problem)))
+
+    def extract_answer(self, text: str) -> str | None:
+        """The task's final answer in `text`, for the problem at hand."""
+        if self.problem is None:
+            return self.task.extract_answer(text)
+        return self.task.answer_for(self.problem, text)
 
     def next_seed(self) -> int:
         """A per-request seed: same problem + same request order -> same samples,

@@ -192,6 +192,7 @@ async def solve_and_grade(plan: Plan, engine: Any, problem: Problem, reference: 
     ctx = SolveContext(
         engine=engine, ledger=ledger, task=plan.task, verifier=plan.verifier,
         seed=derive_seed(plan.cfg.seed, problem.id), reference=reference if is_oracle else None,
+        problem=problem,
     )
     t0 = time.perf_counter()
     try:
@@ -203,7 +204,9 @@ async def solve_and_grade(plan: Plan, engine: Any, problem: Problem, reference: 
         result = Result(problem_id=problem.id, answer=None, error=f"{type(e).__name__}: {e}")
     result.usage = ledger.usage
     result.usage.wall_time = time.perf_counter() - t0
-    if any(c.answer is not None and c.cluster is None for c in result.candidates):
+    # Strategies that vote set answer classes themselves (behaviour voting leaves crashed
+    # programs unclassed on purpose); only a pool with no classes at all is clustered here.
+    if result.candidates and all(c.cluster is None for c in result.candidates):
         cluster_answers(plan.task, result.candidates)
     try:
         agrade = getattr(plan.task, "agrade", None)

@@ -22,7 +22,14 @@ class OracleVerifier(Verifier):
         if ctx.reference is None:
             raise RuntimeError("oracle verifier was not given the reference (runner bug)")
         ctx.ledger.charge_verifier(calls=len(candidates))
-        return [
-            1.0 if c.answer is not None and ctx.task.grade_answer(c.answer, ctx.reference, problem) else 0.0
-            for c in candidates
-        ]
+        agrade = getattr(ctx.task, "agrade_answer", None)  # code tasks grade in the sandbox
+        out = []
+        for c in candidates:
+            if c.answer is None:
+                ok = False
+            elif agrade is not None:
+                ok = await agrade(c.answer, ctx.reference, problem)
+            else:
+                ok = ctx.task.grade_answer(c.answer, ctx.reference, problem)
+            out.append(1.0 if ok else 0.0)
+        return out
