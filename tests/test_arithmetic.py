@@ -46,6 +46,12 @@ def solve_plain(question: str) -> int:
     return eval(m.group(1))  # only digits and + - * (checked above): Python's own precedence
 
 
+def task_kwargs() -> dict:
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "arithmetic.yaml"))
+    cfg.pop("_target_")
+    return cfg
+
+
 def default_task(**overrides) -> ArithmeticTask:
     cfg = OmegaConf.load(ROOT / "conf" / "task" / "arithmetic.yaml")
     for k, v in overrides.items():
@@ -56,8 +62,8 @@ def default_task(**overrides) -> ArithmeticTask:
 def test_default_config_is_two_operand_add_subtract_word_problems():
     task = default_task()
     assert (task.num_operands, task.operators, task.phrasing) == (2, ("+", "-"), "word")
-    items = task.load()
-    assert len(items) == 100
+    items = ArithmeticTask(**{**task_kwargs(), "num_problems": 100}).load()
+    assert len(task.load()) == task.num_problems
     p, r = items[0]  # pinned: the default problems change only on purpose
     assert p.id == "arithmetic-0"
     assert p.question == "Leo has 38 stamps. A friend gives him 17 stamps. How many stamps does Leo have now?"
