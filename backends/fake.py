@@ -13,7 +13,9 @@ so far, as token IDs) continue from the right place.
 
 It also simulates what tests need from a real engine: seeded sampling,
 temperature / top-p, stop strings, top-k logprobs, prefix-cache accounting in
-blocks, injected failures, latency, and a count of requests in flight.
+blocks (at most `cache_blocks` of them, least recently used evicted), injected
+failures, latency, and a count of requests in flight. `keep_requests=False`
+keeps only the count of requests (long runs: memory stays flat).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from typing import Any, Callable, Iterable, Sequence
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ttscale.engine import (
     Completion,
@@ -74,6 +78,8 @@ class FakeEngine:
         completions: Iterable[tuple[str, float]] | None = None,
         num_parameters: int = 1_000_000,
         block_size: int = 4,
+        cache_blocks: int = 100_000,
+        keep_requests: bool = True,
         delay: float = 0.0,
         fail: Callable[[GenerationRequest, str], bool] | None = None,
         seed: int = 0,
@@ -88,9 +94,13 @@ class FakeEngine:
         self.delay = delay
         self.fail = fail
         self._rng = random.Random(seed)
-        self._cached_blocks: set[tuple[int, ...]] = set()
-        self.requests: list[GenerationRequest] = []
+        self.cache_blocks = cache_blocks
+        self._cached_blocks: OrderedDict[int, None] = OrderedDict()  # block keys, least recently used first
+        self.requests: list[GenerationRequest] = []  # every request, when keep_requests (tests read them)
+        self.keep_requests = keep_requests
+        self.num_requests = 0
         self.in_flight = 0
+        self.compute_seconds = 0.0  # time spent producing outputs (the simulated model's own cost)
         self.max_in_flight = 0
 
     # ---- the model ----------------------------------------------------------
@@ -132,34 +142,52 @@ class FakeEngine:
             weights = [w for _, w in keep]
         return rng.choices([t for t, _ in items], weights=weights, k=1)[0]
 
-    def _cached_prefix(self, ids: Sequence[int]) -> int:
+    def _block_keys(self, ids: Sequence[int], start: int = 0, key: int = 0) -> Iterator[int]:
+        """One key per whole block of `ids`: a hash chained over the blocks before it (as
+        vLLM keys its prefix cache), so a key stands for the whole prefix up to that block.
+        `start`/`key`: continue a chain whose blocks up to `start` are already keyed."""
         b = self.block_size
+        for end in range(start + b, len(ids) + 1, b):
+            key = hash((key, tuple(ids[end - b : end])))
+            yield key
+
+    def _cached_prefix(self, ids: Sequence[int]) -> int:
         hit = 0
-        for end in range(b, len(ids) + 1, b):
-            if tuple(ids[:end]) in self._cached_blocks:
-                hit = end
-            else:
+        for key in self._block_keys(ids):
+            if key not in self._cached_blocks:
                 break
+            self._cached_blocks.move_to_end(key)  # most recently used
+            hit += self.block_size
         return hit
 
-    def _remember(self, ids: Sequence[int]) -> None:
-        b = self.block_size
-        for end in range(b, len(ids) + 1, b):
-            self._cached_blocks.add(tuple(ids[:end]))
+    def _remember(self, ids: Sequence[int], start: int = 0, key: int = 0) -> list[int]:
+        blocks = self._cached_blocks
+        keys = list(self._block_keys(ids, start, key))
+        for k in keys:
+            blocks[k] = None
+            blocks.move_to_end(k)
+        while len(blocks) > self.cache_blocks:  # evict the least recently used, like a real cache
+            blocks.popitem(last=False)
+        return keys
 
     async def generate(self, request: GenerationRequest) -> GenerationOutput:
-        self.requests.append(request)
+        self.num_requests += 1
+        if self.keep_requests:
+            self.requests.append(request)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             await asyncio.sleep(self.delay)
+            t0 = time.perf_counter()
             prompt_ids = list(request.prompt_token_ids)
             text = self.tokenizer.decode(prompt_ids)
             if self.fail is not None and self.fail(request, text):
                 raise EngineError("injected failure")
             user, generated_before = _split_prompt(text)
             cached = self._cached_prefix(prompt_ids)
-            self._remember(prompt_ids)
+            prompt_keys = self._remember(prompt_ids)
+            whole = len(prompt_keys) * self.block_size  # completions continue the prompt's chain
+            last_key = prompt_keys[-1] if prompt_keys else 0
             options = list(self.responder(user))  # asked once per request (a responder is a pure function)
             completions = []
             for i in range(request.n):
@@ -169,7 +197,8 @@ class FakeEngine:
                     else random.Random(self._rng.random())
                 )
                 completions.append(self._complete(request, options, generated_before, rng))
-                self._remember(prompt_ids + completions[-1].token_ids)
+                self._remember(prompt_ids + completions[-1].token_ids, whole, last_key)
+            self.compute_seconds += time.perf_counter() - t0
             return GenerationOutput(completions, prompt_tokens=len(prompt_ids), cached_prompt_tokens=cached)
         finally:
             self.in_flight -= 1

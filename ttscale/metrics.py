@@ -271,7 +271,7 @@ def metrics_for_subset_sizes(
 # ---------------------------------------------------------------------------
 # bootstrap
 # ---------------------------------------------------------------------------
-def bootstrap_means(values: np.ndarray, *, n_boot: int = 1000, seed: int | np.random.Generator = 0, chunk_elems: int = 4_000_000) -> np.ndarray:
+def bootstrap_means(values: np.ndarray, *, n_boot: int = 1000, seed: int | np.random.Generator = 0, chunk_elems: int = 1_000_000) -> np.ndarray:
     """Means of problem-level bootstrap resamples: (n_boot,) for a vector, (n_boot, M) for (P, M) columns.
 
     Problems (rows) are resampled with replacement, the same resamples for all
@@ -420,7 +420,8 @@ def compute_metrics(
     weighted_exact_limit: int = 200_000,
     weighted_samples: int = 20_000,
 ) -> dict[str, Any]:
-    """All metrics of a run from its records (read once, as a stream). JSON-serialisable.
+    """All metrics of a run from its records (read once, as a stream; `ProblemEntry` items,
+    what is kept of a record, are taken as they are). JSON-serialisable.
 
     Flat keys (W&B summary): ``problems``, ``failed``, ``ungraded``,
     ``duplicates``, ``accuracy`` (+ ``_ci_low``/``_ci_high``),
@@ -436,7 +437,7 @@ def compute_metrics(
     entries: dict[str, ProblemEntry] = {}
     duplicates = 0
     for rec in records:
-        e = problem_entry(rec)
+        e = rec if isinstance(rec, ProblemEntry) else problem_entry(rec)
         duplicates += e.problem_id in entries
         entries[e.problem_id] = e
     items = list(entries.values())

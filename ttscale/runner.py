@@ -251,16 +251,21 @@ def metrics_filename(cfg: DictConfig) -> str:
 
 def finalize(plan: Plan, wall_time: float, partial: bool = False) -> dict[str, Any]:
     """Metrics from the stored records (this shard's), written atomically."""
-    from ttscale.metrics import compute_metrics
+    from ttscale.metrics import compute_metrics, problem_entry
 
     # In problem order, not completion order: the bootstrap CIs then do not depend on which
     # problem finished first, and a merged sharded run gets the same metrics as an unsharded one.
-    records = sorted((r for r in iter_records(plan.run_dir) if r["problem_id"] in plan_ids(plan)),
-                     key=lambda r: (r.get("index", 0), str(r["problem_id"])))
-    metrics = compute_metrics(records)
-    # candidates the verifier raised on (left unscored, marked `extra.verifier_error`)
-    metrics["run/verifier_errors"] = sum(1 for r in records for c in r.get("candidates") or ()
-                                     if (c.get("extra") or {}).get("verifier_error"))
+    # Records are streamed from disk; only what the metrics read (a few arrays per problem) is
+    # kept to sort them, so memory does not grow with the records' texts.
+    ids, entries, verifier_errors = plan_ids(plan), [], 0
+    for r in iter_records(plan.run_dir):
+        if r["problem_id"] in ids:
+            # candidates the verifier raised on (left unscored, marked `extra.verifier_error`)
+            verifier_errors += sum(1 for c in r.get("candidates") or () if (c.get("extra") or {}).get("verifier_error"))
+            entries.append((r.get("index", 0), str(r["problem_id"]), problem_entry(r)))
+    entries.sort(key=lambda x: x[:2])
+    metrics = compute_metrics(e for _, _, e in entries)
+    metrics["run/verifier_errors"] = verifier_errors
     metrics["run/skipped_rows"] = len(getattr(plan.task, "skipped_rows", None) or ())  # task.on_bad_row=skip
     metrics["run/wall_time"] = wall_time
     metrics["run/problems_expected"] = len(plan.items)

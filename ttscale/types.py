@@ -7,8 +7,29 @@ oracle cannot leak into a search by accident.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import copy
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def plain(obj: Any) -> Any:
+    """`dataclasses.asdict` for records: dataclasses become dicts, containers are copied,
+    without its per-value `deepcopy` of immutable scalars (which made writing a record
+    cost milliseconds)."""
+    if isinstance(obj, _ATOMS):
+        return obj
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()} if type(obj) is dict else type(obj)((k, plain(v)) for k, v in obj.items())
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        return type(obj)(*[plain(v) for v in obj]) if hasattr(obj, "_fields") else type(obj)(plain(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 @dataclass(frozen=True)
@@ -64,7 +85,7 @@ class Usage:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = plain(self)
         d["computed_prompt_tokens"] = self.computed_prompt_tokens
         d["flops"] = self.flops
         return d
@@ -92,7 +113,7 @@ class Candidate:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Candidate:
@@ -115,7 +136,7 @@ class Result:
     grading: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = plain(self)
         d["usage"] = self.usage.to_dict()
         return d
 
