@@ -10,7 +10,8 @@ problem; `Budget.max_verifier_calls` limits verifier calls (one call = one
 candidate or one step prefix scored). A request that would overrun the token
 budget has its `max_tokens` clamped so the limit is never exceeded; a request
 made with nothing left raises `BudgetExhausted`, which strategies treat as
-"stop expanding".
+"stop expanding". Requests of one problem in flight together cannot overrun the
+budget either: each holds `n x max_tokens` of it until its output is charged.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ class Ledger:
         self.budget = budget or Budget()
         self.usage = Usage()
         self._params = float(getattr(engine, "num_parameters", 0) or 0)
+        self._reserved = 0  # generated tokens held by requests in flight (see `generate`)
 
     # ---- budget queries -------------------------------------------------
     @property
     def remaining_tokens(self) -> int | None:
         if self.budget.max_tokens is None:
             return None
-        return max(0, self.budget.max_tokens - self.usage.generated_tokens)
+        return max(0, self.budget.max_tokens - self.usage.generated_tokens - self._reserved)
 
     @property
     def remaining_verifier_calls(self) -> int | None:
@@ -89,7 +91,15 @@ class Ledger:
 
     async def generate(self, request: GenerationRequest) -> GenerationOutput:
         request = self.clamp(request)
-        out = await self.engine.generate(request)
+        # Under a token budget the request holds what it may generate until it is charged, so
+        # requests launched together (asyncio.gather) share what is left instead of each
+        # seeing all of it.
+        hold = request.n * request.max_tokens if self.budget.max_tokens is not None else 0
+        self._reserved += hold
+        try:
+            out = await self.engine.generate(request)
+        finally:
+            self._reserved -= hold
         self.charge_generation(out)
         return out
 

@@ -61,8 +61,8 @@ class Usage:
     cached_prompt_tokens: int = 0  # served from the prefix cache, as the engine reports
     generated_tokens: int = 0
     verifier_calls: int = 0  # one per scored candidate / step prefix forward pass
-    verifier_tokens: int = 0  # tokens the verifier model processed (computed)
-    verifier_cached_tokens: int = 0
+    verifier_tokens: int = 0  # tokens given to the verifier model (computed + cached)
+    verifier_cached_tokens: int = 0  # of those, served from its prefix cache
     prefill_flops: float = 0.0  # 2 * params * computed (uncached) prompt tokens
     decode_flops: float = 0.0  # 2 * params * generated tokens
     verifier_flops: float = 0.0  # 2 * verifier params * verifier tokens computed
