@@ -89,7 +89,7 @@ class ArithmeticTask(MathBase):
         seed: int = 0,
         num_operands: int = 2,
         min_value: int = 1,
-        max_value: int = 50,
+        max_value: int = 10,
         operators: Sequence[str] = ("+", "-"),
         max_factor: int = 9,
         phrasing: str = "word",

@@ -66,8 +66,9 @@ def test_default_config_is_two_operand_add_subtract_word_problems():
     assert len(task.load()) == task.num_problems
     p, r = items[0]  # pinned: the default problems change only on purpose
     assert p.id == "arithmetic-0"
-    assert p.question == "Leo has 38 stamps. A friend gives him 17 stamps. How many stamps does Leo have now?"
-    assert r.answer == "55"
+    assert p.question == "Leo has 10 stamps. A friend gives him 5 stamps. How many stamps does Leo have now?"
+    assert r.answer == "15"
+    assert (task.min_value, task.max_value) == (1, 10)
     ops = [op for _, r in items for op in r.data["operators"]]
     assert 30 < ops.count("-") < 70  # both operations are drawn
 
@@ -131,7 +132,7 @@ def test_prompt_asks_for_steps_and_a_box():
 
 
 def test_numeric_grading():
-    task = default_task()
+    task = default_task(max_value=50)
     problem, ref = task.load()[0]  # 38 + 17 = 55
     texts = {
         "38 + 17 = 55\n\n\\boxed{55}": True,
