@@ -1,0 +1,248 @@
+"""The real-engine parts of the benchmark: one vLLM engine, one process, every part.
+
+The engine is the one `ttscale.runner.run` builds for the config (`runner.get_engine`,
+conf/backend/vllm.yaml with the embedded model) and keeps for the process; the raw
+baselines talk to the *same* `AsyncLLM` instance on its own event loop, so both sides
+have the same engine settings, weights, KV cache and threads. The prefix cache is
+emptied before every timed measurement, so no side is served the other's prompts.
+
+overhead: best-of-N (n samples, arithmetic checker as the verifier) over P problems
+    through `runner.run` (everything a run does: config checks, task generation, the
+    strategy, ledger, verifier, grading, records, metrics), against one raw batch: the same
+    P prompts (token IDs) with the same `SamplingParams` (n, temperature, top_p, max_tokens,
+    the seed the framework gives each problem), all submitted at once, awaited together.
+    vLLM seeds child i of a request with seed + i, as the framework does, so both sides
+    sample the same tokens (checked: `identical_samples`) and do the same engine work.
+    Measured in alternating pairs (raw, framework, raw, framework, ...); the ratio is the
+    median of the pairs' ratios.
+concurrency: particle filtering and A* over P problems with all of them in flight
+    (run.concurrency = P) and one at a time (run.concurrency = 1), and raw batched
+    generation of at least the same number of tokens: P x N sequences from the same prompts,
+    `ignore_eos` with min_tokens = max_tokens so every sequence generates exactly its share.
+prefix: prompt tokens served from the prefix cache over all prompt tokens, as vLLM reports
+    them (`num_cached_tokens`), in the step-level runs of `concurrency`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ttscale.bench.report import Row, compose, judged, load
+from ttscale.context import derive_seed
+from ttscale.results import iter_records
+
+BASE = ["logger=none", "run.progress=false", "run.summary=false", "backend=vllm", "model=smollm2"]
+
+
+def config(overrides: list[str], root: str):
+    return compose([*BASE, f"run.root={root}", *overrides])
+
+
+@dataclass(frozen=True)
+class RawJob:
+    """One raw request: a prompt's token IDs and the sampling parameters."""
+
+    prompt_ids: list[int]
+    n: int
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = None
+    exact: bool = False  # generate exactly max_tokens (ignore end of sequence)
+
+
+class Bench:
+    """One engine (the runner's, or the one given) and raw access to it.
+
+    On vLLM the raw side is the engine's own `AsyncLLM`, reached on its loop thread; on
+    any other engine (the fake one, in tests) it is `engine.generate` without the framework."""
+
+    def __init__(self, backend_overrides: list[str] | None = None, engine: Any = None) -> None:
+        from ttscale import runner
+
+        self.backend_overrides = list(backend_overrides or [])
+        self.given = engine is not None
+        t0 = time.perf_counter()
+        if engine is None:
+            cfg = config(self.backend_overrides, tempfile.mkdtemp(prefix="ttscale-bench-"))
+            engine = runner.get_engine(cfg.backend)
+        self.engine = engine
+        self.startup_s = time.perf_counter() - t0
+        self.llm = getattr(engine, "_llm", None)  # vLLM's AsyncLLM when the engine is VLLMEngine
+        self.info = engine.info()
+
+    # ---- raw generation ------------------------------------------------------
+    def reset_cache(self) -> None:
+        if self.llm is not None:
+            self.engine._thread.submit(self.llm.reset_prefix_cache()).result()
+
+    def raw(self, jobs: list[RawJob]) -> tuple[float, list[list[tuple[str, int]]]]:
+        """Submit every job at once; wall time from submission to the last output, and per job
+        its completions as (text, generated tokens)."""
+        if self.llm is None:
+            return self._raw_engine(jobs)
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        tag = uuid.uuid4().hex[:8]
+        params = [SamplingParams(n=j.n, temperature=j.temperature, top_p=j.top_p, max_tokens=j.max_tokens, seed=j.seed,
+                                 min_tokens=j.max_tokens if j.exact else 0, ignore_eos=j.exact,
+                                 output_kind=RequestOutputKind.FINAL_ONLY) for j in jobs]
+
+        async def one(i: int, ids: list[int], sp: Any) -> Any:
+            final = None
+            async for out in self.llm.generate(TokensPrompt(prompt_token_ids=ids), sp, f"bench-{tag}-{i}"):
+                final = out
+            return final
+
+        async def all_of_them() -> list[Any]:
+            return await asyncio.gather(*(one(i, j.prompt_ids, sp) for i, (j, sp) in enumerate(zip(jobs, params))))
+
+        t0 = time.perf_counter()
+        outs = self.engine._thread.submit(all_of_them()).result()
+        wall = time.perf_counter() - t0
+        return wall, [[(c.text, len(c.token_ids)) for c in o.outputs] for o in outs]
+
+    def _raw_engine(self, jobs: list[RawJob]) -> tuple[float, list[list[tuple[str, int]]]]:
+        from ttscale.engine import GenerationRequest
+
+        async def all_of_them() -> list[Any]:
+            return await asyncio.gather(*(self.engine.generate(GenerationRequest(
+                prompt_token_ids=j.prompt_ids, n=j.n, temperature=j.temperature, top_p=j.top_p,
+                max_tokens=j.max_tokens, seed=j.seed)) for j in jobs))
+
+        t0 = time.perf_counter()
+        outs = asyncio.run(all_of_them())
+        wall = time.perf_counter() - t0
+        return wall, [[(c.text, len(c.token_ids)) for c in o.completions] for o in outs]
+
+    # ---- the framework -------------------------------------------------------
+    def run(self, overrides: list[str]) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
+        """`ttscale.runner.run` in a fresh run directory (no resume); wall time, metrics, records."""
+        from ttscale import runner
+
+        root = tempfile.mkdtemp(prefix="ttscale-bench-")
+        cfg = config([*self.backend_overrides, *overrides], root)
+        self.reset_cache()
+        t0 = time.perf_counter()
+        # without an engine given, the runner's engine cache hands it the same engine
+        metrics = runner.run(cfg, engine=self.engine if self.given else None)
+        wall = time.perf_counter() - t0
+        if not self.given:
+            assert runner.get_engine(cfg.backend) is self.engine, "the runner built a second engine"
+        recs = sorted(iter_records(runner.run_dir_for(cfg)[0]), key=lambda r: r.get("index", 0))
+        return wall, metrics, recs
+
+    def problems(self, num: int, overrides: list[str] = ()) -> list[tuple[str, list[int]]]:
+        """(problem id, prompt token IDs) of the task's first `num` problems, as the strategies build them."""
+        from hydra.utils import instantiate
+
+        cfg = config([f"task.num_problems={num}", *overrides], tempfile.mkdtemp(prefix="ttscale-bench-"))
+        task = instantiate(cfg.task)
+        tok = self.engine.tokenizer
+        return [(p.id, list(tok.apply_chat_template(task.messages(p)))) for p, _ in task.load()]
+
+
+# ---- part 1: overhead ------------------------------------------------------------
+def overhead(b: Bench, problems: int, n: int, max_tokens: int, repeats: int = 2) -> tuple[list[Row], dict[str, Any]]:
+    seed, temperature, top_p = 0, 0.7, 1.0
+    ov = [f"task.num_problems={problems}", "strategy=best_of_n", f"strategy.n={n}", "verifier=arithmetic_checker",
+          f"sampling.max_tokens={max_tokens}", f"sampling.temperature={temperature}", f"sampling.top_p={top_p}",
+          f"seed={seed}", f"run.concurrency={problems}"]
+    prompts = b.problems(problems)
+    # the seed the framework gives each problem's first request (SolveContext.next_seed)
+    jobs = [RawJob(ids, n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                   seed=derive_seed(derive_seed(seed, pid), 1)) for pid, ids in prompts]
+    b.reset_cache()
+    b.raw([RawJob(ids, n=1, max_tokens=4) for _, ids in prompts[:2]])  # warm-up
+    pairs, raw_tokens, fw_tokens, same = [], 0, 0, 0
+    loads = []
+    for _ in range(repeats):
+        b.reset_cache()
+        t_raw, outs = b.raw(jobs)
+        t_fw, metrics, recs = b.run(ov)
+        loads.append(load()["1m"])
+        raw_tokens = sum(k for o in outs for _, k in o)
+        fw_tokens = int(metrics.get("tokens/generated_total", 0))
+        same = sum(sorted(t for t, _ in o) == sorted(c["text"] for c in r["candidates"]) for o, r in zip(outs, recs))
+        pairs.append({"raw_s": t_raw, "framework_s": t_fw, "ratio": t_fw / t_raw,
+                      "raw_tokens": raw_tokens, "framework_tokens": fw_tokens, "identical_samples": same})
+    ratio = statistics.median(p["ratio"] for p in pairs)
+    data = {"problems": problems, "n": n, "max_tokens": max_tokens, "pairs": pairs, "ratio": ratio, "load_1m": loads}
+    last = pairs[-1]
+    rows = [
+        judged("overhead", f"best-of-N time, framework / raw vLLM (P={problems}, n={n})", ratio, "<=", 1.10, "x"),
+        Row("overhead", "raw vLLM batch", last["raw_tokens"] / last["raw_s"], unit="tok/s"),
+        Row("overhead", "framework (runner.run end to end)", last["framework_tokens"] / last["framework_s"], unit="tok/s"),
+        Row("overhead", f"problems whose samples equal raw vLLM's (of {problems})", float(same)),
+    ]
+    return rows, data
+
+
+# ---- parts 2 and 3: concurrency and prefix reuse -----------------------------------------
+def concurrency(b: Bench, problems: int, particles: int, max_tokens: int, a_star_k: int = 4,
+                a_star_expansions: int = 8, step_tokens: int = 48, parts: tuple[str, ...] = ("pf", "a_star"),
+                one_at_a_time: bool = True) -> tuple[list[Row], list[Row], dict[str, Any]]:
+    common = [f"task.num_problems={problems}", "verifier=arithmetic_checker", f"sampling.max_tokens={max_tokens}",
+              "seed=0"]
+    runs = {
+        "pf": ["strategy=particle_filter", f"strategy.n={particles}", f"strategy.step.max_step_tokens={step_tokens}"],
+        "a_star": ["strategy=a_star", f"strategy.k={a_star_k}", f"strategy.max_expansions={a_star_expansions}",
+                   f"strategy.step.max_step_tokens={step_tokens}"],
+    }
+    data: dict[str, Any] = {"problems": problems, "particles": particles, "max_tokens": max_tokens,
+                            "step_tokens": step_tokens}
+    conc_rows: list[Row] = []
+    prefix_rows: list[Row] = []
+    prompts = b.problems(problems)
+    for name in parts:
+        label = {"pf": "particle filtering", "a_star": "A*"}[name]
+        res: dict[str, Any] = {}
+        modes = [("in_flight", problems)] + ([("one_at_a_time", 1)] if one_at_a_time else [])
+        for mode, c in modes:
+            wall, m, recs = b.run([*common, *runs[name], f"run.concurrency={c}"])
+            gen = int(m.get("tokens/generated_total", 0))
+            res[mode] = {"wall_s": wall, "generated": gen, "tok_s": gen / wall, "requests": m.get("engine/requests_total"),
+                         "prompt_tokens": m.get("tokens/prompt_total"), "cached": m.get("tokens/cached_prompt_total"),
+                         "accuracy": m.get("accuracy"), "load_1m": load()["1m"],
+                         "texts": [[c["text"] for c in r["candidates"]] for r in recs]}
+        fl = res["in_flight"]
+        # raw batched: P x N sequences of the problems' prompts, exactly >= the same number of tokens
+        seqs = problems * (particles if name == "pf" else a_star_k)
+        per = max(1, math.ceil(fl["generated"] / seqs))
+        jobs = [RawJob(ids, n=seqs // problems, max_tokens=per, seed=i, exact=True) for i, (_, ids) in enumerate(prompts)]
+        b.reset_cache()
+        t_raw, outs = b.raw(jobs)
+        raw_tokens = sum(k for o in outs for _, k in o)
+        res["raw_batched"] = {"wall_s": t_raw, "generated": raw_tokens, "tok_s": raw_tokens / t_raw,
+                              "sequences": seqs, "tokens_per_sequence": per}
+        conc_rows.append(judged("concurrency", f"{label} in flight / raw batched tok/s", fl["tok_s"] / (raw_tokens / t_raw),
+                                ">=", 0.7, "x") if name == "pf" else
+                         Row("concurrency", f"{label} in flight / raw batched tok/s", fl["tok_s"] / (raw_tokens / t_raw), unit="x"))
+        if one_at_a_time:
+            one = res["one_at_a_time"]
+            same = fl["texts"] == one["texts"]
+            res["same_results_both_ways"] = same
+            speed = fl["tok_s"] / one["tok_s"]
+            conc_rows.append(judged("concurrency", f"{label} in flight / one at a time tok/s", speed, ">=", 3.0, "x")
+                             if name == "pf" else
+                             Row("concurrency", f"{label} in flight / one at a time tok/s", speed, unit="x"))
+            conc_rows.append(Row("concurrency", f"{label} one at a time", one["tok_s"], unit="tok/s"))
+        conc_rows.append(Row("concurrency", f"{label} in flight ({problems} problems)", fl["tok_s"], unit="tok/s"))
+        conc_rows.append(Row("concurrency", f"raw batched ({seqs} seqs x {per} tokens)", raw_tokens / t_raw, unit="tok/s"))
+        share = (fl["cached"] or 0) / fl["prompt_tokens"] if fl["prompt_tokens"] else None
+        res["cached_share"] = share
+        prefix_rows.append(judged("prefix", f"{label}: prompt tokens served from cache", share, ">=", 0.8))
+        for r in res.values():
+            if isinstance(r, dict):
+                r.pop("texts", None)
+        data[name] = res
+    return conc_rows, prefix_rows, data
