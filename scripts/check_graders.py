@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", choices=sorted(FILES), default=sorted(FILES))
     ap.add_argument("--max-list", type=int, default=50, help="disagreements listed per dataset")
     args = ap.parse_args(argv)
+    import datasets
+
+    datasets.disable_progress_bars()
 
     rows = []
     for name in args.only:

@@ -97,10 +97,8 @@ def last_boxed(text: str) -> str | None:
     return boxes[-1] if boxes else None
 
 
-_ANSWER_IS_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*:?\s*(?P<ans>[^\n]+)",
-    re.IGNORECASE,
-)
+# "The answer is X", "Final answer: X", "answer = X" (the last one in the text wins).
+_ANSWER_IS_RE = re.compile(r"\banswer\s*(?:is\b|:|=)\s*:?\s*(?P<ans>[^\n]+)", re.IGNORECASE)
 _HASH_RE = re.compile(r"####\s*(?P<ans>[^\n]+)")
 _NUMBER_RE = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|(?<![\w.])-?\.\d+")
 
