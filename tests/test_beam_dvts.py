@@ -6,6 +6,8 @@ import pytest
 
 from strategies.beam_search import BeamSearch
 from strategies.dvts import DVTS
+from strategies.entropic_particle_filter import EntropicParticleFilter
+from strategies.particle_filter import ParticleFilter
 from tests.helpers import make_ctx
 from tests.search_helpers import (
     STEP,
@@ -20,6 +22,7 @@ from tests.search_helpers import (
     prompt_ids,
     solve,
 )
+from ttscale.budget import Budget
 
 # Six first steps, equally likely, each with its own PRM score; then the answer.
 SCORES = [0.1, 0.9, 0.4, 0.7, 0.2, 0.6]
@@ -171,3 +174,37 @@ def test_strategy_configs_instantiate(name):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_arithmetic_checker_guides_the_search(variant):
     check_arithmetic_checker_guides_search(VARIANTS[variant])
+
+
+# ---- the real vLLM CPU engine (embedded model) --------------------------------------
+TINY_STEP = {"delimiter": "\n\n", "max_steps": 3, "max_step_tokens": 24, "max_total_tokens": 48}
+REAL = {
+    "particle_filter": lambda: ParticleFilter(n=2, temperature=0.7, step=TINY_STEP),
+    "entropic_particle_filter": lambda: EntropicParticleFilter(n=2, temperature=0.7, step=TINY_STEP, look_ahead=1),
+    "beam_search": lambda: BeamSearch(n=2, beam_width=2, temperature=0.7, step=TINY_STEP),
+    "dvts": lambda: DVTS(n=2, beam_width=2, temperature=0.7, step=TINY_STEP),
+}
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_step_search_on_the_real_engine(real_engine, name):
+    """Token-ID continuations hit vLLM's prefix cache, the step's requests go together,
+    the arithmetic checker guides, and a token budget holds on the real engine."""
+    from tasks.arithmetic import ArithmeticTask
+    from verifiers.arithmetic_checker import ArithmeticChecker
+
+    task = ArithmeticTask(num_problems=1, phrasing="plain")
+    ((problem, ref),) = task.load()
+    ctx = make_ctx(real_engine, task=task, verifier=ArithmeticChecker(), seed=0)
+    result = solve(REAL[name](), ctx, problem)
+    assert_valid_result(result)
+    assert result.candidates and result.stats["steps"] >= 1
+    u = ctx.ledger.usage
+    assert result.stats["generated_tokens"] == u.generated_tokens > 0
+    if result.stats["steps"] > 1:  # continuations were sent as token IDs and served from the cache
+        assert u.cached_prompt_tokens > 0
+    ctx = make_ctx(real_engine, task=task, verifier=ArithmeticChecker(), seed=0, budget=Budget(max_tokens=20))
+    result = solve(REAL[name](), ctx, problem)
+    assert_valid_result(result)
+    assert ctx.ledger.usage.generated_tokens <= 20
