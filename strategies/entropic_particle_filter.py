@@ -167,32 +167,35 @@ class EntropicParticleFilter(ParticleFilter):
         self.look_ahead_weight = float(look_ahead_weight)
 
     # ---- Entropic Annealing ---------------------------------------------------------
-    def anneal(self, log_weights: Sequence[float], t: int) -> tuple[np.ndarray, dict[str, float] | None]:
-        """The resampling distribution at step t, and the annealing event (None when the
-        distribution was left as it is)."""
+    def anneal(self, log_weights: Sequence[float], t: int) -> tuple[np.ndarray, float, dict[str, float] | None]:
+        """The resampling distribution at step t, the ESS / N of the plain one, and the
+        annealing event (None when the distribution was left as it is)."""
         probs = softmax(log_weights, self.softmax_temperature)
         n = len(probs)
         ratio = effective_sample_size(probs) / n
         progress = t / self.step.max_steps
         if n <= 1 or ratio >= self.ess_threshold or progress >= self.early_phase:
-            return probs, None
+            return probs, ratio, None
         tau = annealing_temperature(
             probs, log_weights, self.softmax_temperature, progress, self.temperature_method, self.ess_threshold
         )
         if tau <= 1.0:
-            return probs, None
+            return probs, ratio, None
         annealed = softmax(log_weights, self.softmax_temperature * tau)
-        return annealed, {
-            "step": t,
-            "ess_ratio": round(ratio, 6),
-            "temperature": round(tau, 6),
-            "ess_ratio_after": round(effective_sample_size(annealed) / n, 6),
-        }
+        return (
+            annealed,
+            ratio,
+            {
+                "step": t,
+                "ess_ratio": round(ratio, 6),
+                "temperature": round(tau, 6),
+                "ess_ratio_after": round(effective_sample_size(annealed) / n, 6),
+            },
+        )
 
     def resampling_distribution(self, log_weights: Sequence[float], t: int, run: FilterRun) -> np.ndarray:
-        ratio = effective_sample_size(softmax(log_weights, self.softmax_temperature)) / len(log_weights)
+        probs, ratio, event = self.anneal(log_weights, t)
         run.extra.setdefault("ess_ratio_before", []).append(round(ratio, 6))
-        probs, event = self.anneal(log_weights, t)
         if event is not None:
             run.extra.setdefault("annealing", []).append(event)
         return probs

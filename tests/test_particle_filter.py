@@ -168,7 +168,8 @@ def test_epf_anneals_exactly_when_ess_is_low_in_the_early_phase(method):
     plain = softmax(collapsed)
     assert effective_sample_size(plain) / 4 < 0.5 <= effective_sample_size(softmax(balanced)) / 4
     # early and collapsed: annealed, flatter, and (target) exactly at the threshold
-    probs, event = epf.anneal(collapsed, t=1)
+    probs, ratio, event = epf.anneal(collapsed, t=1)
+    assert ratio == pytest.approx(effective_sample_size(plain) / 4)
     assert event is not None and event["temperature"] > 1
     assert effective_sample_size(probs) > effective_sample_size(plain)
     assert probs == pytest.approx(softmax(collapsed, event["temperature"]), rel=1e-5)
@@ -177,10 +178,10 @@ def test_epf_anneals_exactly_when_ess_is_low_in_the_early_phase(method):
     if method == "target":
         assert effective_sample_size(probs) / 4 == pytest.approx(0.5, abs=1e-6)
     # diverse enough: untouched
-    probs, event = epf.anneal(balanced, t=1)
+    probs, _, event = epf.anneal(balanced, t=1)
     assert event is None and probs == pytest.approx(softmax(balanced))
     # past the early phase: untouched however collapsed
-    probs, event = epf.anneal(collapsed, t=5)
+    probs, _, event = epf.anneal(collapsed, t=5)
     assert event is None and probs == pytest.approx(plain)
 
 
