@@ -20,13 +20,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PARTS = ("orchestration", "overhead", "concurrency", "prefix")
-ENGINE_PARTS = ("overhead", "concurrency", "prefix")
+PARTS = ("orchestration", "curve", "overhead", "concurrency", "prefix")
+ENGINE_PARTS = ("curve", "overhead", "concurrency", "prefix")
+DEFAULT_PARTS = ("orchestration", "overhead", "concurrency", "prefix")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--curve-sizes", default="1,4,8,16,32,64", help="batch sizes of the curve part")
     ap.add_argument("--out", default="bench_results/bench.json", help="JSON output file")
     ap.add_argument("--problems", type=int, default=8, help="P: problems for the real-engine parts")
     ap.add_argument("--n", type=int, default=8, help="best-of-N samples per problem (overhead)")
@@ -34,7 +36,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=2, help="alternating raw/framework pairs (overhead)")
     ap.add_argument("--particles", type=int, default=8, help="particle filter N (concurrency, prefix)")
     ap.add_argument("--search-max-tokens", type=int, default=96, help="tokens per trajectory in step search")
-    ap.add_argument("--step-tokens", type=int, default=48, help="max tokens per step in step search")
+    ap.add_argument("--step-tokens", type=int, default=None,
+                    help="strategy.step.max_step_tokens in step search (default: the strategy config's)")
     ap.add_argument("--a-star-k", type=int, default=4)
     ap.add_argument("--a-star-expansions", type=int, default=6)
     ap.add_argument("--search", default="pf,a_star", help="step searches for concurrency/prefix: pf,a_star")
@@ -92,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         rows += r
         payload["parts"]["orchestration"] = d
     if any(p in a.parts for p in ENGINE_PARTS):
-        from ttscale.bench.engine_parts import Bench, concurrency, overhead
+        from ttscale.bench.engine_parts import Bench, concurrency, curve, overhead
 
         b = Bench(a.backend)
         payload["engine"] = {**b.info, "startup_s": b.startup_s}
+        if "curve" in a.parts:
+            r, d = curve(b, a.problems, tuple(int(x) for x in a.curve_sizes.split(",")))
+            rows += r
+            payload["parts"]["curve"] = d
         if "overhead" in a.parts:
             r, d = overhead(b, a.problems, a.n, a.max_tokens, a.repeats)
             rows += r

@@ -38,8 +38,8 @@ def test_overhead_compares_the_runner_with_raw_requests_of_the_same_samples(benc
         assert p["raw_s"] > 0 and p["framework_s"] > 0
     ratio = rows[0]
     assert ratio.part == "overhead" and ratio.target == "<= 1.1" and ratio.passed in (True, False)
-    assert ratio.value == pytest.approx(sorted(p["ratio"] for p in data["pairs"])[0] / 2
-                                        + sorted(p["ratio"] for p in data["pairs"])[1] / 2)
+    # equal tokens: the per-token ratio is the time ratio; the median of the pairs
+    assert ratio.value == pytest.approx(sum(p["time_ratio"] for p in data["pairs"]) / 2)
 
 
 def test_concurrency_and_prefix_runs_both_ways_and_a_raw_batch(bench):
@@ -50,12 +50,15 @@ def test_concurrency_and_prefix_runs_both_ways_and_a_raw_batch(bench):
         assert res["same_results_both_ways"]  # seeded per problem: concurrency changes nothing
         assert res["in_flight"]["generated"] == res["one_at_a_time"]["generated"] > 0
         assert res["raw_batched"]["generated"] > 0
-        assert 0 < res["cached_share"] < 1  # step continuations are served from the cache
+        fl = res["in_flight"]
+        assert 0 < fl["cached_share"] < fl["cached_share_continuations"] < 1  # continuations hit the cache
+        assert fl["requests"] >= 3  # at least one request per problem, each one logged
+        assert res["raw_natural"]["generated"] > 0
     metrics = [r.metric for r in conc]
     assert any("in flight / one at a time" in m for m in metrics)
     assert any("in flight / raw batched" in m for m in metrics)
-    assert [r.part for r in prefix] == ["prefix", "prefix"]
-    assert all(r.target == ">= 0.8" for r in prefix)
+    assert {r.part for r in prefix} == {"prefix"}
+    assert [r.target for r in prefix if r.target] == [">= 0.8", ">= 0.8"]
 
 
 def test_raw_jobs_on_a_plain_engine(bench):

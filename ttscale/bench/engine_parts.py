@@ -125,8 +125,9 @@ class Bench:
         return wall, [[(c.text, len(c.token_ids)) for c in o.completions] for o in outs]
 
     # ---- the framework -------------------------------------------------------
-    def run(self, overrides: list[str]) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
-        """`ttscale.runner.run` in a fresh run directory (no resume); wall time, metrics, records."""
+    def run(self, overrides: list[str], engine: Any = None) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
+        """`ttscale.runner.run` in a fresh run directory (no resume); wall time, metrics, records.
+        `engine`: a wrapper of this bench's engine to run on (default: the engine itself)."""
         from ttscale import runner
 
         root = tempfile.mkdtemp(prefix="ttscale-bench-")
@@ -134,9 +135,9 @@ class Bench:
         self.reset_cache()
         t0 = time.perf_counter()
         # without an engine given, the runner's engine cache hands it the same engine
-        metrics = runner.run(cfg, engine=self.engine if self.given else None)
+        metrics = runner.run(cfg, engine=engine or (self.engine if self.given else None))
         wall = time.perf_counter() - t0
-        if not self.given:
+        if not self.given and engine is None:
             assert runner.get_engine(cfg.backend) is self.engine, "the runner built a second engine"
         recs = sorted(iter_records(runner.run_dir_for(cfg)[0]), key=lambda r: r.get("index", 0))
         return wall, metrics, recs
@@ -163,86 +164,142 @@ def overhead(b: Bench, problems: int, n: int, max_tokens: int, repeats: int = 2)
                    seed=derive_seed(derive_seed(seed, pid), 1)) for pid, ids in prompts]
     b.reset_cache()
     b.raw([RawJob(ids, n=1, max_tokens=4) for _, ids in prompts[:2]])  # warm-up
-    pairs, raw_tokens, fw_tokens, same = [], 0, 0, 0
-    loads = []
+    pairs = []
     for _ in range(repeats):
         b.reset_cache()
         t_raw, outs = b.raw(jobs)
         t_fw, metrics, recs = b.run(ov)
-        loads.append(load()["1m"])
         raw_tokens = sum(k for o in outs for _, k in o)
         fw_tokens = int(metrics.get("tokens/generated_total", 0))
         same = sum(sorted(t for t, _ in o) == sorted(c["text"] for c in r["candidates"]) for o, r in zip(outs, recs))
-        pairs.append({"raw_s": t_raw, "framework_s": t_fw, "ratio": t_fw / t_raw,
-                      "raw_tokens": raw_tokens, "framework_tokens": fw_tokens, "identical_samples": same})
+        pairs.append({"raw_s": t_raw, "framework_s": t_fw, "time_ratio": t_fw / t_raw,
+                      # per generated token: the two sides' samples can differ a little (see below)
+                      "ratio": (t_fw / max(1, fw_tokens)) / (t_raw / max(1, raw_tokens)),
+                      "raw_tokens": raw_tokens, "framework_tokens": fw_tokens, "identical_samples": same,
+                      "load_1m": load()["1m"]})
     ratio = statistics.median(p["ratio"] for p in pairs)
-    data = {"problems": problems, "n": n, "max_tokens": max_tokens, "pairs": pairs, "ratio": ratio, "load_1m": loads}
+    data = {"problems": problems, "n": n, "max_tokens": max_tokens, "pairs": pairs, "ratio": ratio,
+            "time_ratio": statistics.median(p["time_ratio"] for p in pairs)}
     last = pairs[-1]
     rows = [
-        judged("overhead", f"best-of-N time, framework / raw vLLM (P={problems}, n={n})", ratio, "<=", 1.10, "x"),
+        judged("overhead", f"best-of-N, framework / raw vLLM, time per token (P={problems}, n={n})", ratio, "<=", 1.10, "x"),
+        Row("overhead", "best-of-N, framework / raw vLLM, wall time", data["time_ratio"], unit="x"),
         Row("overhead", "raw vLLM batch", last["raw_tokens"] / last["raw_s"], unit="tok/s"),
         Row("overhead", "framework (runner.run end to end)", last["framework_tokens"] / last["framework_s"], unit="tok/s"),
-        Row("overhead", f"problems whose samples equal raw vLLM's (of {problems})", float(same)),
+        Row("overhead", f"problems whose samples equal raw vLLM's (of {problems})", float(last["identical_samples"])),
     ]
     return rows, data
 
 
 # ---- parts 2 and 3: concurrency and prefix reuse -----------------------------------------
+class Recorder:
+    """The engine, with every request's prompt length, cache hits and whether it opens a problem
+    (its prompt is a bare task prompt) written down."""
+
+    def __init__(self, engine: Any, openers: set[tuple[int, ...]]) -> None:
+        self._engine, self._openers = engine, openers
+        self.log: list[tuple[int, int, bool]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    async def generate(self, request: Any) -> Any:
+        out = await self._engine.generate(request)
+        self.log.append((out.prompt_tokens, out.cached_prompt_tokens, tuple(request.prompt_token_ids) in self._openers))
+        return out
+
+
+def _share(log: list[tuple[int, int, bool]], continuations: bool) -> float | None:
+    rows = [(p, c) for p, c, opener in log if not (continuations and opener)]
+    total = sum(p for p, _ in rows)
+    return sum(c for _, c in rows) / total if total else None
+
+
 def concurrency(b: Bench, problems: int, particles: int, max_tokens: int, a_star_k: int = 4,
-                a_star_expansions: int = 8, step_tokens: int = 48, parts: tuple[str, ...] = ("pf", "a_star"),
+                a_star_expansions: int = 8, step_tokens: int | None = None, parts: tuple[str, ...] = ("pf", "a_star"),
                 one_at_a_time: bool = True) -> tuple[list[Row], list[Row], dict[str, Any]]:
     common = [f"task.num_problems={problems}", "verifier=arithmetic_checker", f"sampling.max_tokens={max_tokens}",
               "seed=0"]
+    step = [f"strategy.step.max_step_tokens={step_tokens}"] if step_tokens else []
     runs = {
-        "pf": ["strategy=particle_filter", f"strategy.n={particles}", f"strategy.step.max_step_tokens={step_tokens}"],
-        "a_star": ["strategy=a_star", f"strategy.k={a_star_k}", f"strategy.max_expansions={a_star_expansions}",
-                   f"strategy.step.max_step_tokens={step_tokens}"],
+        "pf": ["strategy=particle_filter", f"strategy.n={particles}", *step],
+        "a_star": ["strategy=a_star", f"strategy.k={a_star_k}", f"strategy.max_expansions={a_star_expansions}", *step],
     }
     data: dict[str, Any] = {"problems": problems, "particles": particles, "max_tokens": max_tokens,
                             "step_tokens": step_tokens}
     conc_rows: list[Row] = []
     prefix_rows: list[Row] = []
     prompts = b.problems(problems)
+    openers = {tuple(ids) for _, ids in prompts}
     for name in parts:
         label = {"pf": "particle filtering", "a_star": "A*"}[name]
+        width = particles if name == "pf" else a_star_k
         res: dict[str, Any] = {}
         modes = [("in_flight", problems)] + ([("one_at_a_time", 1)] if one_at_a_time else [])
         for mode, c in modes:
-            wall, m, recs = b.run([*common, *runs[name], f"run.concurrency={c}"])
+            rec = Recorder(b.engine, openers)
+            wall, m, recs = b.run([*common, *runs[name], f"run.concurrency={c}"], engine=rec)
             gen = int(m.get("tokens/generated_total", 0))
-            res[mode] = {"wall_s": wall, "generated": gen, "tok_s": gen / wall, "requests": m.get("engine/requests_total"),
+            res[mode] = {"wall_s": wall, "generated": gen, "tok_s": gen / wall, "requests": len(rec.log),
                          "prompt_tokens": m.get("tokens/prompt_total"), "cached": m.get("tokens/cached_prompt_total"),
+                         "cached_share": _share(rec.log, False), "cached_share_continuations": _share(rec.log, True),
                          "accuracy": m.get("accuracy"), "load_1m": load()["1m"],
+                         "problem_wall_s": sorted(round(r["usage"]["wall_time"], 2) for r in recs),
                          "texts": [[c["text"] for c in r["candidates"]] for r in recs]}
         fl = res["in_flight"]
-        # raw batched: P x N sequences of the problems' prompts, exactly >= the same number of tokens
-        seqs = problems * (particles if name == "pf" else a_star_k)
-        per = max(1, math.ceil(fl["generated"] / seqs))
-        jobs = [RawJob(ids, n=seqs // problems, max_tokens=per, seed=i, exact=True) for i, (_, ids) in enumerate(prompts)]
+        # raw batched, exact: P x width sequences of the problems' prompts, every one generating the
+        # same share of the search's tokens (end of sequence ignored): a uniform batch, the upper bound
+        per = max(1, math.ceil(fl["generated"] / (problems * width)))
         b.reset_cache()
-        t_raw, outs = b.raw(jobs)
+        t_raw, outs = b.raw([RawJob(ids, n=width, max_tokens=per, seed=i, exact=True) for i, (_, ids) in enumerate(prompts)])
         raw_tokens = sum(k for o in outs for _, k in o)
         res["raw_batched"] = {"wall_s": t_raw, "generated": raw_tokens, "tok_s": raw_tokens / t_raw,
-                              "sequences": seqs, "tokens_per_sequence": per}
-        conc_rows.append(judged("concurrency", f"{label} in flight / raw batched tok/s", fl["tok_s"] / (raw_tokens / t_raw),
-                                ">=", 0.7, "x") if name == "pf" else
-                         Row("concurrency", f"{label} in flight / raw batched tok/s", fl["tok_s"] / (raw_tokens / t_raw), unit="x"))
+                              "sequences": problems * width, "tokens_per_sequence": per}
+        # raw batched, natural: the same sequences sampled to their end (max_tokens = the trajectory cap)
+        b.reset_cache()
+        t_nat, outs = b.raw([RawJob(ids, n=width, max_tokens=max_tokens, seed=i) for i, (_, ids) in enumerate(prompts)])
+        nat_tokens = sum(k for o in outs for _, k in o)
+        res["raw_natural"] = {"wall_s": t_nat, "generated": nat_tokens, "tok_s": nat_tokens / t_nat}
+        raw_rate = raw_tokens / t_raw
+        vs_raw = fl["tok_s"] / raw_rate
+        conc_rows.append(judged("concurrency", f"{label} in flight / raw batched tok/s", vs_raw, ">=", 0.7, "x")
+                         if name == "pf" else Row("concurrency", f"{label} in flight / raw batched tok/s", vs_raw, unit="x"))
+        conc_rows.append(Row("concurrency", f"{label} in flight / raw sampled to end tok/s", fl["tok_s"] / (nat_tokens / t_nat),
+                             unit="x"))
         if one_at_a_time:
             one = res["one_at_a_time"]
-            same = fl["texts"] == one["texts"]
-            res["same_results_both_ways"] = same
+            res["same_results_both_ways"] = fl["texts"] == one["texts"]
             speed = fl["tok_s"] / one["tok_s"]
             conc_rows.append(judged("concurrency", f"{label} in flight / one at a time tok/s", speed, ">=", 3.0, "x")
                              if name == "pf" else
                              Row("concurrency", f"{label} in flight / one at a time tok/s", speed, unit="x"))
             conc_rows.append(Row("concurrency", f"{label} one at a time", one["tok_s"], unit="tok/s"))
-        conc_rows.append(Row("concurrency", f"{label} in flight ({problems} problems)", fl["tok_s"], unit="tok/s"))
-        conc_rows.append(Row("concurrency", f"raw batched ({seqs} seqs x {per} tokens)", raw_tokens / t_raw, unit="tok/s"))
-        share = (fl["cached"] or 0) / fl["prompt_tokens"] if fl["prompt_tokens"] else None
-        res["cached_share"] = share
-        prefix_rows.append(judged("prefix", f"{label}: prompt tokens served from cache", share, ">=", 0.8))
+        conc_rows.append(Row("concurrency", f"{label} in flight ({problems} problems x {width})", fl["tok_s"], unit="tok/s"))
+        conc_rows.append(Row("concurrency", f"raw batched ({problems * width} seqs x {per} tokens)", raw_rate, unit="tok/s"))
+        conc_rows.append(Row("concurrency", f"raw sampled to end ({problems * width} seqs, <= {max_tokens} tokens)",
+                             nat_tokens / t_nat, unit="tok/s"))
+        prefix_rows.append(judged("prefix", f"{label}: prompt tokens served from cache", fl["cached_share"], ">=", 0.8))
+        prefix_rows.append(Row("prefix", f"{label}: same, continuation requests only", fl["cached_share_continuations"]))
+        prefix_rows.append(Row("prefix", f"{label}: prompt tokens per request", (fl["prompt_tokens"] or 0) / max(1, fl["requests"])))
         for r in res.values():
             if isinstance(r, dict):
                 r.pop("texts", None)
         data[name] = res
     return conc_rows, prefix_rows, data
+
+
+# ---- the engine's throughput by batch size (what bounds the concurrency gains) ----------
+def curve(b: Bench, problems: int, sizes: tuple[int, ...] = (1, 4, 8, 16, 32, 64), tokens: int = 32) -> tuple[list[Row], dict[str, Any]]:
+    """Raw tok/s with `size` sequences decoding together (exactly `tokens` each, the problems'
+    prompts in turn): how much batching can give on this machine."""
+    prompts = b.problems(problems)
+    data: dict[str, Any] = {"tokens_per_sequence": tokens, "tok_s": {}}
+    rows = []
+    for size in sizes:
+        jobs = [RawJob(prompts[i % len(prompts)][1], n=1, max_tokens=tokens, seed=i, exact=True) for i in range(size)]
+        b.reset_cache()
+        wall, outs = b.raw(jobs)
+        rate = sum(k for o in outs for _, k in o) / wall
+        data["tok_s"][str(size)] = rate
+        rows.append(Row("curve", f"raw vLLM, {size} sequences together", rate, unit="tok/s"))
+    return rows, data
