@@ -111,6 +111,8 @@ def test_three_shards_merged_equal_the_unsharded_run(tmp_path, strategy):
     assert strip_run_keys(merged) == strip_run_keys(saved_full) == strip_run_keys(json.loads(json.dumps(m_full)))
     assert strip_run_keys(auto) == strip_run_keys(merged)
     assert merged["run/num_shards"] == 3 and merged["run/partial"] is False
+    for key in ("run/verifier_errors", "run/skipped_rows", "run/problems_expected"):
+        assert merged[key] == saved_full[key], key
     assert merged["run/hash"] == saved_full["run/hash"]
     assert merged["curves"]["maj"] == saved_full["curves"]["maj"]
     for key in ("accuracy", "accuracy_ci_low", "pass@2", "maj@2", "tokens/generated_total", "tokens/prompt_total"):

@@ -180,6 +180,12 @@ def merge_run(
     walls = [float(m["run/wall_time"]) for m in shard_metrics if isinstance(m.get("run/wall_time"), (int, float))]
     metrics["run/wall_time"] = max(walls) if walls else None  # elapsed when the shards ran side by side
     metrics["run/wall_time_shards_total"] = sum(walls) if walls else None
+    ve = [m.get("run/verifier_errors") for m in shard_metrics if isinstance(m.get("run/verifier_errors"), int)]
+    if ve:
+        metrics["run/verifier_errors"] = sum(ve)
+    sk = [m.get("run/skipped_rows") for m in shard_metrics if isinstance(m.get("run/skipped_rows"), int)]
+    if sk:  # rows of the task's data every shard skipped alike (task.on_bad_row=skip)
+        metrics["run/skipped_rows"] = max(sk)
     metrics["run/problems_expected"] = expected if expected is not None else len(ordered)
     metrics["run/partial"] = bool(missing or unfinished or problems_short)
     metrics["run/num_shards"] = num_shards
