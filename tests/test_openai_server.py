@@ -272,9 +272,10 @@ def test_against_real_vllm_serve(vllm_server):
     tok = eng.tokenizer
     served = asyncio.run(eng.server_info())
     assert [m["id"] for m in served["data"]] == [MODEL]
-    prompt = tok.apply_chat_template(
-        [{"role": "user", "content": "Explain in two short sentences why the sky is blue, and then say why sunsets are red."}]
-    )
+    prompt = tok.apply_chat_template([{"role": "user", "content": (
+        "You are helping a student with physics. Explain in two short sentences why the sky is blue, "
+        "then say in one sentence why sunsets are red, and finish with one sentence about clouds."
+    )}])
     assert len(prompt) > 64
 
     async def run():
