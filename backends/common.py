@@ -24,12 +24,10 @@ log = logging.getLogger(__name__)
 class HFTokenizer:
     """encode / decode / apply_chat_template -> token IDs, over `transformers.AutoTokenizer`."""
 
-    def __init__(self, path: str, *, trust_remote_code: bool = False, hf_tokenizer: Any = None) -> None:
-        if hf_tokenizer is None:
-            from transformers import AutoTokenizer
+    def __init__(self, path: str, *, trust_remote_code: bool = False) -> None:
+        from transformers import AutoTokenizer
 
-            hf_tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.hf = hf_tokenizer
+        self.hf = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.path = path
 
     @property
