@@ -105,3 +105,12 @@ def test_strategy_needing_a_verifier_fails_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="verifier"):
         run(make_cfg(tmp_path, "strategy=best_of_n"), engine=FakeEngine(responder))
     assert not (tmp_path / "default").exists()
+
+
+def test_grading_counters_become_a_false_positive_rate():
+    from ttscale.runner import grading_metrics
+
+    m = grading_metrics({"candidates": 8, "public_all_passed": 4, "hidden_passed": 3, "false_positives": 1})
+    assert m["grading/false_positive_rate"] == 0.25 and m["grading/false_positives_total"] == 1
+    assert grading_metrics({"candidates": 3})  == {}  # math tasks: nothing to report
+    assert grading_metrics({"false_positives": 0, "public_all_passed": 0})["grading/false_positive_rate"] is None

@@ -249,6 +249,22 @@ def metrics_filename(cfg: DictConfig) -> str:
     return "metrics.json" if k <= 1 else f"metrics.shard-{int(cfg.run.shard):03d}-of-{k:03d}.json"
 
 
+# Per-record grading counters that tasks report (code tasks: public vs hidden tests).
+GRADING_COUNTS = ("candidates", "public_all_passed", "hidden_passed", "false_positives")
+
+
+def grading_metrics(totals: dict[str, int]) -> dict[str, Any]:
+    """Run totals of the tasks' grading counters. `grading/false_positive_rate`: of the
+    candidates that pass every public test, the share that fails the hidden tests (how
+    often a public-test verifier is fooled)."""
+    if "false_positives" not in totals:
+        return {}
+    out: dict[str, Any] = {f"grading/{k}_total": v for k, v in totals.items()}
+    passed_public = totals.get("public_all_passed", 0)
+    out["grading/false_positive_rate"] = totals["false_positives"] / passed_public if passed_public else None
+    return out
+
+
 def finalize(plan: Plan, wall_time: float, partial: bool = False) -> dict[str, Any]:
     """Metrics from the stored records (this shard's), written atomically."""
     from ttscale.metrics import compute_metrics, problem_entry
@@ -258,13 +274,18 @@ def finalize(plan: Plan, wall_time: float, partial: bool = False) -> dict[str, A
     # Records are streamed from disk; only what the metrics read (a few arrays per problem) is
     # kept to sort them, so memory does not grow with the records' texts.
     ids, entries, verifier_errors = plan_ids(plan), [], 0
+    grading: dict[str, int] = {}
     for r in iter_records(plan.run_dir):
         if r["problem_id"] in ids:
             # candidates the verifier raised on (left unscored, marked `extra.verifier_error`)
             verifier_errors += sum(1 for c in r.get("candidates") or () if (c.get("extra") or {}).get("verifier_error"))
+            for key in GRADING_COUNTS:
+                if isinstance((r.get("grading") or {}).get(key), int):
+                    grading[key] = grading.get(key, 0) + r["grading"][key]
             entries.append((r.get("index", 0), str(r["problem_id"]), problem_entry(r)))
     entries.sort(key=lambda x: x[:2])
     metrics = compute_metrics(e for _, _, e in entries)
+    metrics.update(grading_metrics(grading))
     metrics["run/verifier_errors"] = verifier_errors
     metrics["run/skipped_rows"] = len(getattr(plan.task, "skipped_rows", None) or ())  # task.on_bad_row=skip
     metrics["run/wall_time"] = wall_time
@@ -488,5 +509,10 @@ def summary_text(plan: Plan, m: dict[str, Any]) -> str:
     tok = {k: v for k, v in m.items() if k.startswith("tokens/")}
     if tok:
         lines.append("  ".join(f"{k}={v:.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(tok.items())))
+    if "grading/false_positive_rate" in m:
+        fpr = m["grading/false_positive_rate"]
+        lines.append(f"public tests passed by {m.get('grading/public_all_passed_total', 0)} candidates, "
+                     f"false positives {m.get('grading/false_positives_total', 0)}"
+                     + (f" (rate {100 * fpr:.1f}%)" if fpr is not None else ""))
     lines.append(f"wall time {m.get('run/wall_time', 0):.1f}s")
     return "\n".join(lines)
