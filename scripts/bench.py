@@ -30,17 +30,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--parts", default=",".join(DEFAULT_PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--curve-sizes", default="1,4,8,16,32,64", help="batch sizes of the curve part")
     ap.add_argument("--out", default="bench_results/bench.json", help="JSON output file")
-    ap.add_argument("--problems", type=int, default=8, help="P: problems for the real-engine parts")
+    ap.add_argument("--problems", type=int, default=8, help="P: problems of the overhead part")
     ap.add_argument("--n", type=int, default=8, help="best-of-N samples per problem (overhead)")
     ap.add_argument("--max-tokens", type=int, default=64, help="max tokens per sample (overhead)")
     ap.add_argument("--repeats", type=int, default=2, help="alternating raw/framework pairs (overhead)")
-    ap.add_argument("--particles", type=int, default=8, help="particle filter N (concurrency, prefix)")
-    ap.add_argument("--search-max-tokens", type=int, default=96, help="tokens per trajectory in step search")
-    ap.add_argument("--step-tokens", type=int, default=None,
-                    help="strategy.step.max_step_tokens in step search (default: the strategy config's)")
+    ap.add_argument("--pf-problems", type=int, default=32, help="problems of the particle-filtering runs")
+    ap.add_argument("--particles", type=int, default=8, help="particle filter N")
+    ap.add_argument("--pf-one-at-a-time", type=int, default=8,
+                    help="problems run one at a time (the first k of the same problems; 0: all)")
+    ap.add_argument("--a-star-problems", type=int, default=8, help="problems of the A* runs (0: no A*)")
     ap.add_argument("--a-star-k", type=int, default=4)
     ap.add_argument("--a-star-expansions", type=int, default=6)
-    ap.add_argument("--search", default="pf,a_star", help="step searches for concurrency/prefix: pf,a_star")
+    ap.add_argument("--search-max-tokens", type=int, default=128, help="tokens per trajectory in step search")
+    ap.add_argument("--step-tokens", type=int, default=None,
+                    help="strategy.step.max_step_tokens in step search (default: the strategy config's)")
     ap.add_argument("--no-one-at-a-time", action="store_true", help="skip the run.concurrency=1 runs")
     ap.add_argument("--orch-problems", type=int, default=10_000, help="problems of the large orchestration run")
     ap.add_argument("--orch-small", type=int, default=1_000, help="problems of the small orchestration run")
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += r
         payload["parts"]["orchestration"] = d
     if any(p in a.parts for p in ENGINE_PARTS):
-        from ttscale.bench.engine_parts import Bench, concurrency, curve, overhead
+        from ttscale.bench.engine_parts import Bench, curve, overhead, search
 
         b = Bench(a.backend)
         payload["engine"] = {**b.info, "startup_s": b.startup_s}
@@ -108,15 +111,19 @@ def main(argv: list[str] | None = None) -> int:
             rows += r
             payload["parts"]["overhead"] = d
         if "concurrency" in a.parts or "prefix" in a.parts:
-            conc, prefix, d = concurrency(
-                b, a.problems, a.particles, a.search_max_tokens, a.a_star_k, a.a_star_expansions, a.step_tokens,
-                tuple(s.strip() for s in a.search.split(",") if s.strip()),
-                one_at_a_time="concurrency" in a.parts and not a.no_one_at_a_time)
-            if "concurrency" in a.parts:
-                rows += conc
-            if "prefix" in a.parts:
-                rows += prefix
-            payload["parts"]["concurrency"] = d
+            one = None if a.no_one_at_a_time or "concurrency" not in a.parts else 0
+            searches = [("pf", a.pf_problems, a.particles, a.pf_one_at_a_time if one is not None else None)]
+            if a.a_star_problems:
+                searches.append(("a_star", a.a_star_problems, a.a_star_k, one))
+            for name, problems, width, k in searches:
+                conc, prefix, d = search(b, name, problems, width, a.search_max_tokens, one_at_a_time=k,
+                                         expansions=a.a_star_expansions, step_tokens=a.step_tokens,
+                                         natural=name == "pf")
+                if "concurrency" in a.parts:
+                    rows += conc
+                if "prefix" in a.parts:
+                    rows += prefix
+                payload["parts"].setdefault("concurrency", {})[name] = d
     payload["machine"]["load_at_end"] = load()
     payload["wall_s"] = time.perf_counter() - t0
     out = write(a.out, payload, rows)

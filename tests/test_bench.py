@@ -10,7 +10,7 @@ import pytest
 
 from backends.fake import FakeEngine
 from ttscale.bench import orchestration
-from ttscale.bench.engine_parts import Bench, RawJob, concurrency, overhead
+from ttscale.bench.engine_parts import Bench, RawJob, overhead, search
 from ttscale.bench.report import Row, judged, table
 
 NUM = re.compile(r"\d+")
@@ -42,23 +42,24 @@ def test_overhead_compares_the_runner_with_raw_requests_of_the_same_samples(benc
     assert ratio.value == pytest.approx(sum(p["time_ratio"] for p in data["pairs"]) / 2)
 
 
-def test_concurrency_and_prefix_runs_both_ways_and_a_raw_batch(bench):
-    conc, prefix, data = concurrency(bench, problems=3, particles=2, max_tokens=64, a_star_k=2,
-                                     a_star_expansions=3, step_tokens=32)
-    for name in ("pf", "a_star"):
-        res = data[name]
-        assert res["same_results_both_ways"]  # seeded per problem: concurrency changes nothing
-        assert res["in_flight"]["generated"] == res["one_at_a_time"]["generated"] > 0
-        assert res["raw_batched"]["generated"] > 0
-        fl = res["in_flight"]
-        assert 0 < fl["cached_share"] < fl["cached_share_continuations"] < 1  # continuations hit the cache
-        assert fl["requests"] >= 3  # at least one request per problem, each one logged
-        assert res["raw_natural"]["generated"] > 0
+@pytest.mark.parametrize("name", ["pf", "a_star"])
+def test_search_runs_in_flight_one_at_a_time_and_raw(bench, name):
+    conc, prefix, res = search(bench, name, problems=4, width=2, max_tokens=64, one_at_a_time=2, expansions=3,
+                               step_tokens=32)
+    fl, one = res["in_flight"], res["one_at_a_time"]
+    assert (fl["problems"], one["problems"]) == (4, 2)  # one at a time: the first 2 of the same problems
+    assert res["same_texts_both_ways"] == 2  # seeded per problem: concurrency changes no sample here
+    assert fl["generated"] > one["generated"] > 0
+    assert res["raw_batched"]["generated"] > 0 and res["raw_batched"]["sequences"] == 8
+    assert 0 < fl["cached_share"] < fl["cached_share_continuations"] < 1  # continuations hit the cache
+    assert fl["requests"] >= 4  # at least one request per problem, each one logged
     metrics = [r.metric for r in conc]
     assert any("in flight / one at a time" in m for m in metrics)
     assert any("in flight / raw batched" in m for m in metrics)
     assert {r.part for r in prefix} == {"prefix"}
-    assert [r.target for r in prefix if r.target] == [">= 0.8", ">= 0.8"]
+    assert [r.target for r in prefix if r.target] == [">= 0.8"]
+    judged_rows = [r for r in conc if r.target]
+    assert len(judged_rows) == (2 if name == "pf" else 0)  # the targets are particle filtering's
 
 
 def test_raw_jobs_on_a_plain_engine(bench):

@@ -16,9 +16,12 @@ overhead: best-of-N (n samples, arithmetic checker as the verifier) over P probl
     Measured in alternating pairs (raw, framework, raw, framework, ...); the ratio is the
     median of the pairs' ratios.
 concurrency: particle filtering and A* over P problems with all of them in flight
-    (run.concurrency = P) and one at a time (run.concurrency = 1), and raw batched
-    generation of at least the same number of tokens: P x N sequences from the same prompts,
-    `ignore_eos` with min_tokens = max_tokens so every sequence generates exactly its share.
+    (run.concurrency = P), one at a time (run.concurrency = 1; optionally over the first k
+    of the same problems: a sequential rate does not depend on how many problems follow),
+    and raw batched generation of at least the same number of tokens: P x N sequences from
+    the same prompts, `ignore_eos` with min_tokens = max_tokens so every sequence generates
+    exactly its share (a uniform batch: the engine's best case); also the same P x N
+    sequences sampled to their natural end (plain batched sampling, no search).
 prefix: prompt tokens served from the prefix cache over all prompt tokens, as vLLM reports
     them (`num_cached_tokens`), in the step-level runs of `concurrency`.
 """
@@ -215,77 +218,75 @@ def _share(log: list[tuple[int, int, bool]], continuations: bool) -> float | Non
     return sum(c for _, c in rows) / total if total else None
 
 
-def concurrency(b: Bench, problems: int, particles: int, max_tokens: int, a_star_k: int = 4,
-                a_star_expansions: int = 8, step_tokens: int | None = None, parts: tuple[str, ...] = ("pf", "a_star"),
-                one_at_a_time: bool = True) -> tuple[list[Row], list[Row], dict[str, Any]]:
-    common = [f"task.num_problems={problems}", "verifier=arithmetic_checker", f"sampling.max_tokens={max_tokens}",
-              "seed=0"]
+def search(b: Bench, name: str, problems: int, width: int, max_tokens: int, one_at_a_time: int | None = 0,
+           expansions: int = 6, step_tokens: int | None = None, natural: bool = True,
+           ) -> tuple[list[Row], list[Row], dict[str, Any]]:
+    """Step-level search `name` ("pf": particle filtering with `width` particles; "a_star": A*
+    with k = `width`) over `problems` problems, all in flight; one at a time over the first
+    `one_at_a_time` of them (0: all of them, None: not run); raw batched generation of the same
+    tokens. Returns the concurrency rows, the prefix rows and the data."""
+    label = {"pf": "particle filtering", "a_star": "A*"}[name]
     step = [f"strategy.step.max_step_tokens={step_tokens}"] if step_tokens else []
-    runs = {
-        "pf": ["strategy=particle_filter", f"strategy.n={particles}", *step],
-        "a_star": ["strategy=a_star", f"strategy.k={a_star_k}", f"strategy.max_expansions={a_star_expansions}", *step],
-    }
-    data: dict[str, Any] = {"problems": problems, "particles": particles, "max_tokens": max_tokens,
-                            "step_tokens": step_tokens}
-    conc_rows: list[Row] = []
-    prefix_rows: list[Row] = []
+    strategy = (["strategy=particle_filter", f"strategy.n={width}", *step] if name == "pf" else
+                ["strategy=a_star", f"strategy.k={width}", f"strategy.max_expansions={expansions}", *step])
+    common = ["verifier=arithmetic_checker", f"sampling.max_tokens={max_tokens}", "seed=0", *strategy]
     prompts = b.problems(problems)
     openers = {tuple(ids) for _, ids in prompts}
-    for name in parts:
-        label = {"pf": "particle filtering", "a_star": "A*"}[name]
-        width = particles if name == "pf" else a_star_k
-        res: dict[str, Any] = {}
-        modes = [("in_flight", problems)] + ([("one_at_a_time", 1)] if one_at_a_time else [])
-        for mode, c in modes:
-            rec = Recorder(b.engine, openers)
-            wall, m, recs = b.run([*common, *runs[name], f"run.concurrency={c}"], engine=rec)
-            gen = int(m.get("tokens/generated_total", 0))
-            res[mode] = {"wall_s": wall, "generated": gen, "tok_s": gen / wall, "requests": len(rec.log),
-                         "prompt_tokens": m.get("tokens/prompt_total"), "cached": m.get("tokens/cached_prompt_total"),
-                         "cached_share": _share(rec.log, False), "cached_share_continuations": _share(rec.log, True),
-                         "accuracy": m.get("accuracy"), "load_1m": load()["1m"],
-                         "problem_wall_s": sorted(round(r["usage"]["wall_time"], 2) for r in recs),
-                         "texts": [[c["text"] for c in r["candidates"]] for r in recs]}
-        fl = res["in_flight"]
-        # raw batched, exact: P x width sequences of the problems' prompts, every one generating the
-        # same share of the search's tokens (end of sequence ignored): a uniform batch, the upper bound
-        per = max(1, math.ceil(fl["generated"] / (problems * width)))
-        b.reset_cache()
-        t_raw, outs = b.raw([RawJob(ids, n=width, max_tokens=per, seed=i, exact=True) for i, (_, ids) in enumerate(prompts)])
-        raw_tokens = sum(k for o in outs for _, k in o)
-        res["raw_batched"] = {"wall_s": t_raw, "generated": raw_tokens, "tok_s": raw_tokens / t_raw,
-                              "sequences": problems * width, "tokens_per_sequence": per}
+    res: dict[str, Any] = {"problems": problems, "width": width, "max_tokens": max_tokens, "step_tokens": step_tokens}
+    modes = [("in_flight", problems, problems)]
+    if one_at_a_time is not None:
+        modes.append(("one_at_a_time", min(problems, one_at_a_time or problems), 1))
+    texts = {}
+    for mode, num, c in modes:
+        rec = Recorder(b.engine, openers)
+        wall, m, recs = b.run([f"task.num_problems={num}", *common, f"run.concurrency={c}"], engine=rec)
+        gen = int(m.get("tokens/generated_total", 0))
+        res[mode] = {"problems": num, "wall_s": wall, "generated": gen, "tok_s": gen / wall, "requests": len(rec.log),
+                     "prompt_tokens": m.get("tokens/prompt_total"), "cached": m.get("tokens/cached_prompt_total"),
+                     "cached_share": _share(rec.log, False), "cached_share_continuations": _share(rec.log, True),
+                     "accuracy": m.get("accuracy"), "load_1m": load()["1m"],
+                     "problem_wall_s": sorted(round(r["usage"]["wall_time"], 2) for r in recs)}
+        texts[mode] = {r["problem_id"]: [c["text"] for c in r["candidates"]] for r in recs}
+    fl = res["in_flight"]
+    # raw batched, exact: P x width sequences of the problems' prompts, each generating its share of
+    # the search's tokens (end of sequence ignored): a uniform batch, the engine's best case
+    per = max(1, math.ceil(fl["generated"] / (problems * width)))
+    b.reset_cache()
+    t_raw, outs = b.raw([RawJob(ids, n=width, max_tokens=per, seed=i, exact=True) for i, (_, ids) in enumerate(prompts)])
+    raw_tokens = sum(k for o in outs for _, k in o)
+    raw_rate = raw_tokens / t_raw
+    res["raw_batched"] = {"wall_s": t_raw, "generated": raw_tokens, "tok_s": raw_rate,
+                          "sequences": problems * width, "tokens_per_sequence": per, "load_1m": load()["1m"]}
+    vs_raw = fl["tok_s"] / raw_rate
+    targeted = name == "pf"
+    rows = [judged("concurrency", f"{label} in flight / raw batched tok/s", vs_raw, ">=", 0.7, "x") if targeted
+            else Row("concurrency", f"{label} in flight / raw batched tok/s", vs_raw, unit="x")]
+    if natural:
         # raw batched, natural: the same sequences sampled to their end (max_tokens = the trajectory cap)
         b.reset_cache()
         t_nat, outs = b.raw([RawJob(ids, n=width, max_tokens=max_tokens, seed=i) for i, (_, ids) in enumerate(prompts)])
         nat_tokens = sum(k for o in outs for _, k in o)
         res["raw_natural"] = {"wall_s": t_nat, "generated": nat_tokens, "tok_s": nat_tokens / t_nat}
-        raw_rate = raw_tokens / t_raw
-        vs_raw = fl["tok_s"] / raw_rate
-        conc_rows.append(judged("concurrency", f"{label} in flight / raw batched tok/s", vs_raw, ">=", 0.7, "x")
-                         if name == "pf" else Row("concurrency", f"{label} in flight / raw batched tok/s", vs_raw, unit="x"))
-        conc_rows.append(Row("concurrency", f"{label} in flight / raw sampled to end tok/s", fl["tok_s"] / (nat_tokens / t_nat),
-                             unit="x"))
-        if one_at_a_time:
-            one = res["one_at_a_time"]
-            res["same_results_both_ways"] = fl["texts"] == one["texts"]
-            speed = fl["tok_s"] / one["tok_s"]
-            conc_rows.append(judged("concurrency", f"{label} in flight / one at a time tok/s", speed, ">=", 3.0, "x")
-                             if name == "pf" else
-                             Row("concurrency", f"{label} in flight / one at a time tok/s", speed, unit="x"))
-            conc_rows.append(Row("concurrency", f"{label} one at a time", one["tok_s"], unit="tok/s"))
-        conc_rows.append(Row("concurrency", f"{label} in flight ({problems} problems x {width})", fl["tok_s"], unit="tok/s"))
-        conc_rows.append(Row("concurrency", f"raw batched ({problems * width} seqs x {per} tokens)", raw_rate, unit="tok/s"))
-        conc_rows.append(Row("concurrency", f"raw sampled to end ({problems * width} seqs, <= {max_tokens} tokens)",
-                             nat_tokens / t_nat, unit="tok/s"))
-        prefix_rows.append(judged("prefix", f"{label}: prompt tokens served from cache", fl["cached_share"], ">=", 0.8))
-        prefix_rows.append(Row("prefix", f"{label}: same, continuation requests only", fl["cached_share_continuations"]))
-        prefix_rows.append(Row("prefix", f"{label}: prompt tokens per request", (fl["prompt_tokens"] or 0) / max(1, fl["requests"])))
-        for r in res.values():
-            if isinstance(r, dict):
-                r.pop("texts", None)
-        data[name] = res
-    return conc_rows, prefix_rows, data
+        rows.append(Row("concurrency", f"{label} in flight / raw sampled to the end tok/s",
+                        fl["tok_s"] / res["raw_natural"]["tok_s"], unit="x"))
+    if "one_at_a_time" in res:
+        one = res["one_at_a_time"]
+        res["same_texts_both_ways"] = sum(texts["in_flight"].get(k) == v for k, v in texts["one_at_a_time"].items())
+        speed = fl["tok_s"] / one["tok_s"]
+        metric = f"{label} in flight / one at a time tok/s"
+        rows.append(judged("concurrency", metric, speed, ">=", 3.0, "x") if targeted else Row("concurrency", metric, speed, unit="x"))
+        rows.append(Row("concurrency", f"{label} one at a time ({one['problems']} problems)", one["tok_s"], unit="tok/s"))
+    rows.append(Row("concurrency", f"{label} in flight ({problems} problems x {width})", fl["tok_s"], unit="tok/s"))
+    rows.append(Row("concurrency", f"raw batched ({problems * width} seqs x {per} tokens)", raw_rate, unit="tok/s"))
+    if natural:
+        rows.append(Row("concurrency", f"raw sampled to the end ({problems * width} seqs, <= {max_tokens} tokens)",
+                        res["raw_natural"]["tok_s"], unit="tok/s"))
+    prefix = [
+        judged("prefix", f"{label}: prompt tokens served from cache", fl["cached_share"], ">=", 0.8),
+        Row("prefix", f"{label}: same, continuation requests only", fl["cached_share_continuations"]),
+        Row("prefix", f"{label}: prompt tokens per request", (fl["prompt_tokens"] or 0) / max(1, fl["requests"])),
+    ]
+    return rows, prefix, res
 
 
 # ---- the engine's throughput by batch size (what bounds the concurrency gains) ----------
