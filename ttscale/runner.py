@@ -79,6 +79,8 @@ def _choice(cfg: DictConfig, group: str) -> str:
         except Exception:  # noqa: BLE001
             pass
         return str(node["_target_"]).rsplit(".", 1)[-1].lower()
+    if isinstance(node, DictConfig) and node.get("path"):  # model presets: the checkpoint's name
+        return str(node["path"]).rstrip("/").rsplit("/", 1)[-1].split(":")[-1]
     return "none" if node is None else str(node)
 
 
