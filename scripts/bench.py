@@ -34,7 +34,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=8, help="best-of-N samples per problem (overhead)")
     ap.add_argument("--max-tokens", type=int, default=64, help="max tokens per sample (overhead)")
     ap.add_argument("--repeats", type=int, default=2, help="alternating raw/framework pairs (overhead)")
-    ap.add_argument("--pf-problems", type=int, default=32, help="problems of the particle-filtering runs")
+    ap.add_argument("--pf-problems", type=int, default=64,
+                    help="problems of the particle-filtering runs (64: run.concurrency's default, all in flight)")
     ap.add_argument("--particles", type=int, default=8, help="particle filter N")
     ap.add_argument("--pf-one-at-a-time", type=int, default=8,
                     help="problems run one at a time (the first k of the same problems; 0: all)")
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 if "prefix" in a.parts:
                     rows += prefix
                 payload["parts"].setdefault("concurrency", {})[name] = d
+        b.engine.shutdown()  # its worker processes exit now, not at interpreter exit
     payload["machine"]["load_at_end"] = load()
     payload["wall_s"] = time.perf_counter() - t0
     out = write(a.out, payload, rows)

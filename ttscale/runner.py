@@ -109,6 +109,11 @@ def get_engine(backend_cfg: DictConfig) -> Any:
     if key not in _ENGINES:
         _shutdown_engines()
         _ENGINES[key] = instantiate(backend_cfg)
+        # Exit handlers run last-registered first. multiprocessing's own handler joins the engine's
+        # worker processes, which only exit once the engine is shut down: registered again here,
+        # after the engine started them, the shutdown runs first (else the interpreter hangs at exit).
+        atexit.unregister(_shutdown_engines)
+        atexit.register(_shutdown_engines)
     return _ENGINES[key]
 
 
