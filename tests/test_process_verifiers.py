@@ -146,9 +146,34 @@ def test_boxed_answer_is_checked_against_the_last_equation_of_the_path():
     assert c.check_step("12 + 7 = 20, so \\boxed{20}") == 0.0
 
 
+def test_equations_about_numbers_from_nowhere_are_ungrounded():
+    c = ArithmeticChecker()
+    q = "Leo has 10 stamps. A friend gives him 5 stamps. How many stamps does Leo have now?"
+    assert c.check_step("10 + 5 = 15", [], q) == 1.0
+    assert c.check_step("20 + 5 = 25", [], q) == 0.1  # true, but 20 is not a given
+    assert c.check_step("20 + 5 = 25", [], None) == 1.0  # no problem text: operands unchecked
+    # values produced earlier on the path (or earlier in the step) are known
+    assert c.check_step("15 - 3 = 12", ["10 + 5 = 15"], q) == 0.1  # 3 is not known
+    path = ["10 + 5 = 15\n\n", "10 - 5 = 5 and 5 - 3 = 2"]  # the second step is the ungrounded one
+    assert c.check_step("15 * 2 = 30", path, q) == 1.0  # 2 was produced on the path
+    assert c.check_step("15 * 4 = 60", path, q) == 0.1
+    assert c.check_step("10 + 5 = 15, then 15 - 10 = 5", [], q) == 1.0
+    assert c.check_step("15 - 5 = 10", ["10 + 5 = 15"], q) == 1.0
+    # a false equation still scores 0; grounding can be turned off
+    assert c.check_step("20 + 5 = 26", [], q) == 0.0
+    assert ArithmeticChecker(ungrounded_score=None).check_step("20 + 5 = 25", [], q) == 1.0
+    # the verifier passes the problem's text when it scores a path
+    ctx = make_ctx(FakeEngine())
+    prob = Problem(id="g", question=q)
+    assert run(c.score_steps(prob, [["10 + 5 = 15\n\n", "15 + 2 = 17"]], ctx)) == [[1.0, 0.1]]
+
+
 def test_find_equations_reports_sides_and_values():
     eqs = find_equations("First 3 x 4 = 12, then 12 - 5 = 8.")
     assert [(e.sides, e.ok) for e in eqs] == [(["3 * 4", "12"], True), (["12 - 5", "8"], False)]
+    # a line break ends an equation: the second line is a claim of its own, and false
+    eqs = find_equations("18 + 21 = 39\n39 - 21 = 22")
+    assert [(e.sides, e.ok) for e in eqs] == [(["18 + 21", "39"], True), (["39 - 21", "22"], False)]
 
 
 def test_checker_scores_paths_counts_calls_and_caches_prefixes():
@@ -193,7 +218,7 @@ def test_score_nodes_respects_the_verifier_budget_with_the_checker():
     ctx = make_ctx(FakeEngine(), verifier=ArithmeticChecker(), budget=Budget(max_verifier_calls=2))
     root = Node.root()
     nodes = []
-    for text in ("1 + 1 = 2\n\n", "1 + 1 = 3\n\n", "no math\n\n"):
+    for text in ("12 + 7 = 19\n\n", "12 + 7 = 20\n\n", "no math\n\n"):
         n = Node(parent=root, step_text=text, depth=1)
         nodes.append(n)
     scores = run(score_nodes(ctx, P, nodes))

@@ -11,6 +11,13 @@ Scores of a step (configurable):
 - `wrong_score` (0.0): some equation in the step is false;
 - `right_score` (1.0): the step has equations and all of them hold;
 - `neutral_score` (0.5): the step writes no checkable equation;
+- `ungrounded_score` (0.1, `null` to disable): every equation holds, but one uses an
+  operand that is neither a number of the problem's text nor a value an earlier
+  equation of the path produced (`20 + 5 = 25` for "Leo has 10 stamps ... gives him 5").
+  True arithmetic about numbers that came from nowhere is a wrong step of a solution;
+  this is what makes the checker a useful guide on word problems, where a small model's
+  equations are mostly right but about the wrong numbers. It reads the problem's text,
+  never its answer;
 - `boxed_mismatch_score` (0.25, `null` to disable): the step boxes a number
   (`\\boxed{18}`) that differs from the result of the last equation written before it on
   the path — a copying slip between the computation and the final answer. It is only
@@ -71,6 +78,10 @@ def tokenize(text: str) -> list[Tok]:
     i, n = 0, len(text)
     while i < n:
         c = text[i]
+        if c == "\n":  # equations on separate lines are separate claims
+            toks.append(Tok("break", c, pos=i))
+            i += 1
+            continue
         if c.isspace() or c == "$":
             i += 1
             continue
@@ -237,6 +248,7 @@ class Equation:
     values: list[Fraction]
     ok: bool
     end: int  # character offset just after the equation
+    operands: tuple[Fraction, ...] = ()  # the number literals of the left side
 
 
 def find_equations(text: str) -> list[Equation]:
@@ -268,7 +280,7 @@ def find_equations(text: str) -> list[Equation]:
             end = tb[-1].pos + len(tb[-1].text)
             eqs.append(Equation(sides=[_show(ta), _show(tb)],
                                 values=[v if v is not UNDEFINED else None for v in (va, vb)],  # type: ignore[misc]
-                                ok=ok, end=end))
+                                ok=ok, end=end, operands=tuple(t.value for t in ta if t.kind == "num")))  # type: ignore[misc]
     return eqs
 
 
@@ -313,6 +325,22 @@ def _show(toks: Sequence[Tok]) -> str:
     return " ".join(t.text for t in toks)
 
 
+def numbers_in(text: str) -> set[Fraction]:
+    """Every number literal of `text` (the problem's givens)."""
+    return {t.value for t in tokenize(text) if t.kind == "num" and t.value is not None}
+
+
+def grounded(eqs: Sequence[Equation], known: set[Fraction]) -> bool:
+    """Whether every operand of every equation, in order, is known: a given of the problem or
+    a value an earlier equation produced (each equation's values join `known`, in place)."""
+    ok = True
+    for e in eqs:
+        if any(v not in known for v in e.operands):
+            ok = False
+        known.update(v for v in e.values if v is not None)
+    return ok
+
+
 def boxed_values(text: str) -> list[tuple[int, Fraction]]:
     """(offset, value) of every `\\boxed{...}` whose content is an arithmetic expression."""
     out = []
@@ -343,18 +371,27 @@ class ArithmeticChecker(CachedProcessVerifier):
         wrong_score: float = 0.0,
         neutral_score: float = 0.5,
         boxed_mismatch_score: float | None = 0.25,
+        ungrounded_score: float | None = 0.1,
         aggregation: str = "min",
         use_cache: bool = True,
     ) -> None:
         super().__init__(aggregation=aggregation, use_cache=use_cache)
         self.right_score, self.wrong_score, self.neutral_score = right_score, wrong_score, neutral_score
         self.boxed_mismatch_score = boxed_mismatch_score
+        self.ungrounded_score = ungrounded_score
 
-    def check_step(self, step: str, previous: Sequence[str] = ()) -> float:
-        """The score of `step` given the steps before it on the path."""
+    def check_step(self, step: str, previous: Sequence[str] = (), question: str | None = None) -> float:
+        """The score of `step` given the steps before it on the path (and, for the grounding
+        check, the problem's text: without it operands are not checked)."""
         eqs = find_equations(step)
         if any(not e.ok for e in eqs):
             return self.wrong_score
+        if self.ungrounded_score is not None and question is not None and eqs:
+            known = numbers_in(question)
+            for prev in previous:
+                grounded(find_equations(prev), known)
+            if not grounded(eqs, known):
+                return float(self.ungrounded_score)
         checked = bool(eqs)
         if self.boxed_mismatch_score is not None:
             boxes = boxed_values(step)
@@ -377,6 +414,6 @@ class ArithmeticChecker(CachedProcessVerifier):
     async def _score_prefixes(
         self, problem: Problem, prefixes: Sequence[Sequence[str]], ctx: SolveContext
     ) -> list[float]:
-        scores = [self.check_step(p[-1], p[:-1]) for p in prefixes]
+        scores = [self.check_step(p[-1], p[:-1], problem.question) for p in prefixes]
         ctx.ledger.charge_verifier(calls=len(prefixes), parameters=0.0)
         return scores
