@@ -285,6 +285,16 @@ def test_arithmetic_scaling_experiment_composes_and_dry_runs(tmp_path):
     assert "error" not in p.stderr.lower()
 
 
+def test_arithmetic_scaling_a_star_runs_land_in_the_same_experiment(tmp_path):
+    cfg = compose_full("+experiment=arithmetic_scaling_a_star")
+    base = compose_full("+experiment=arithmetic_scaling")
+    assert cfg.run.experiment == base.run.experiment and cfg.task == base.task and cfg.sampling == base.sampling
+    assert cfg.strategy._target_.endswith("AStarDecoding") and "strategy.max_expansions" in cfg.hydra.sweeper.params
+    p, _ = sweep(tmp_path, "+experiment=arithmetic_scaling_a_star", "run.dry_run=true", "logger=none")
+    assert p.stdout.count("run dir:") == _sweep_size(cfg)
+    assert "error" not in p.stderr.lower()
+
+
 def test_math500_scaling_experiment_composes():
     cfg = compose_full("+experiment=math500_scaling")
     assert cfg.run.experiment == "math500_scaling" and cfg.task.name == "math500"
