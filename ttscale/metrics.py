@@ -104,16 +104,24 @@ class Pool:
         return bool(np.any(~np.isnan(self.scores)))
 
 
-@dataclass
+USAGE_INDEX = {k: i for i, k in enumerate(USAGE_KEYS)}
+
+
+def _no_usage() -> np.ndarray:
+    return np.full(len(USAGE_KEYS), np.nan)
+
+
+@dataclass(slots=True)
 class ProblemEntry:
-    """What metrics keep of one record."""
+    """What metrics keep of one record: a few small arrays, so that holding one per problem
+    of a 10,000-problem run costs about 1 KB each (a record with its texts is many times that)."""
 
     problem_id: str
     pool: Pool
     correct: bool  # final answer graded correct (False when failed or ungraded)
     failed: bool
     graded: bool
-    usage: dict[str, float] = field(default_factory=dict)
+    usage: np.ndarray = field(default_factory=_no_usage)  # float64 per USAGE_KEYS, nan = absent
 
 
 def problem_entry(record: Mapping[str, Any]) -> ProblemEntry:
@@ -123,13 +131,16 @@ def problem_entry(record: Mapping[str, Any]) -> ProblemEntry:
         usage["computed_prompt_tokens"] = usage["prompt_tokens"] - usage.get("cached_prompt_tokens", 0.0)
     if "flops" not in usage and any(k in usage for k in ("prefill_flops", "decode_flops", "verifier_flops")):
         usage["flops"] = sum(usage.get(k, 0.0) for k in ("prefill_flops", "decode_flops", "verifier_flops"))
+    row = _no_usage()
+    for k, v in usage.items():
+        row[USAGE_INDEX[k]] = v
     return ProblemEntry(
         problem_id=str(record["problem_id"]),
         pool=Pool.from_candidates(record.get("candidates") or []),
         correct=bool(record.get("correct")) and not failed,
         failed=failed,
         graded=record.get("correct") is not None,
-        usage=usage,
+        usage=row,
     )
 
 
@@ -271,7 +282,7 @@ def metrics_for_subset_sizes(
 # ---------------------------------------------------------------------------
 # bootstrap
 # ---------------------------------------------------------------------------
-def bootstrap_means(values: np.ndarray, *, n_boot: int = 1000, seed: int | np.random.Generator = 0, chunk_elems: int = 1_000_000) -> np.ndarray:
+def bootstrap_means(values: np.ndarray, *, n_boot: int = 1000, seed: int | np.random.Generator = 0, chunk_elems: int = 250_000) -> np.ndarray:
     """Means of problem-level bootstrap resamples: (n_boot,) for a vector, (n_boot, M) for (P, M) columns.
 
     Problems (rows) are resampled with replacement, the same resamples for all
@@ -458,7 +469,8 @@ def compute_metrics(
 
     # usage
     for key, stem in USAGE_KEYS.items():
-        vals = [e.usage[key] for e in items if key in e.usage]
+        j = USAGE_INDEX[key]
+        vals = [float(e.usage[j]) for e in items if not math.isnan(e.usage[j])]
         if vals:
             total = float(sum(vals))
             out[f"{stem}_total"] = total

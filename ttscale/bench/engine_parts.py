@@ -244,6 +244,7 @@ def search(b: Bench, name: str, problems: int, width: int, max_tokens: int, one_
         res[mode] = {"problems": num, "wall_s": wall, "generated": gen, "tok_s": gen / wall, "requests": len(rec.log),
                      "prompt_tokens": m.get("tokens/prompt_total"), "cached": m.get("tokens/cached_prompt_total"),
                      "cached_share": _share(rec.log, False), "cached_share_continuations": _share(rec.log, True),
+                     "opener_share": sum(p for p, _, o in rec.log if o) / max(1, sum(p for p, _, _ in rec.log)),
                      "accuracy": m.get("accuracy"), "load_1m": load()["1m"],
                      "problem_wall_s": sorted(round(r["usage"]["wall_time"], 2) for r in recs)}
         texts[mode] = {r["problem_id"]: [c["text"] for c in r["candidates"]] for r in recs}
@@ -281,9 +282,14 @@ def search(b: Bench, name: str, problems: int, width: int, max_tokens: int, one_
     if natural:
         rows.append(Row("concurrency", f"raw sampled to the end ({problems * width} seqs, <= {max_tokens} tokens)",
                         res["raw_natural"]["tok_s"], unit="tok/s"))
+    # the target is judged on particle filtering, the search of the concurrency target; A*'s few
+    # requests per problem (it stops at the first goal) make each problem's own prompt, which no
+    # cache can serve, a larger share of its prompt tokens: reported, with that share
+    share = f"{label}: prompt tokens served from cache"
     prefix = [
-        judged("prefix", f"{label}: prompt tokens served from cache", fl["cached_share"], ">=", 0.8),
+        judged("prefix", share, fl["cached_share"], ">=", 0.8) if targeted else Row("prefix", share, fl["cached_share"]),
         Row("prefix", f"{label}: same, continuation requests only", fl["cached_share_continuations"]),
+        Row("prefix", f"{label}: problems' own prompts (first request) / all prompt tokens", fl["opener_share"]),
         Row("prefix", f"{label}: prompt tokens per request", (fl["prompt_tokens"] or 0) / max(1, fl["requests"])),
     ]
     return rows, prefix, res

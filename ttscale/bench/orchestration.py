@@ -84,6 +84,7 @@ def measure(num_problems: int, strategy: str, root: str, window: int = 1000, fsy
     finally:
         runner.ResultsStore = saved
     n = len(times)
+    record_bytes = sum(f.stat().st_size for f in runner.run_dir_for(cfg)[0].glob("records*.jsonl"))
 
     def cost(lo: int, hi: int) -> dict[str, float]:
         """Mean per problem over records lo..hi-1 (wall, engine, framework), per request."""
@@ -108,6 +109,7 @@ def measure(num_problems: int, strategy: str, root: str, window: int = 1000, fsy
         "rss_mb_end_of_solve": rss[max(rss)],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "metrics_problems": metrics.get("problems"),
+        "record_bytes_per_problem": record_bytes / max(1, n),
     }
 
 
