@@ -277,7 +277,9 @@ def search(b: Bench, name: str, problems: int, width: int, max_tokens: int, one_
         metric = f"{label} in flight / one at a time tok/s"
         rows.append(judged("concurrency", metric, speed, ">=", 3.0, "x") if targeted else Row("concurrency", metric, speed, unit="x"))
         rows.append(Row("concurrency", f"{label} one at a time ({one['problems']} problems)", one["tok_s"], unit="tok/s"))
+        rows.append(Row("concurrency", f"{label} one at a time: wall time, {one['generated']} tokens", one["wall_s"], unit="s"))
     rows.append(Row("concurrency", f"{label} in flight ({problems} problems x {width})", fl["tok_s"], unit="tok/s"))
+    rows.append(Row("concurrency", f"{label} in flight: wall time, {fl['generated']} tokens", fl["wall_s"], unit="s"))
     rows.append(Row("concurrency", f"raw batched ({problems * width} seqs x {per} tokens)", raw_rate, unit="tok/s"))
     if natural:
         rows.append(Row("concurrency", f"raw sampled to the end ({problems * width} seqs, <= {max_tokens} tokens)",
