@@ -230,7 +230,7 @@ def test_agrade_marks_candidates_and_counts_false_positives(mbpp):
     looping = "def similar_elements(a, b):\n    while True:\n        pass\n"
     cands = [Candidate(text=t, answer=task.extract_answer(t, p)) for t in (right, overfit, broken, looping, "no idea")]
     res = Result(problem_id=p.id, answer=cands[1].answer, candidates=cands, selected=1)
-    task2 = MBPP(path=task.path, timeout=1.5, public_timeout=1.5, sandbox={"workers": 2})
+    task2 = MBPP(path=task.path, timeout=5, public_timeout=5, sandbox={"workers": 2})
     asyncio.run(task2.agrade(p, r, res))
     assert [c.correct for c in cands] == [True, False, False, False, False]
     assert res.correct is False
