@@ -66,6 +66,48 @@ def test_failing_requests_are_retried_then_the_problem_is_recorded_failed(tmp_pa
     assert env["engine"]["retry"] == {"attempts": 3, "timeout_s": None, "backoff_s": 0.0}
 
 
+def test_retry_failed_reruns_only_the_failed_problems_and_keeps_their_failed_records(tmp_path):
+    ov = ["strategy.n=2", "run.retry.attempts=1", "run.retry.backoff_s=0"]
+    first = run(make_cfg(tmp_path, *ov), engine=FakeEngine(responder, fail=Flaky({"q1", "q4"})))
+    assert first["failed"] == 2
+    # a plain resume leaves them failed: nothing runs
+    healthy = Flaky(set())
+    again = run(make_cfg(tmp_path, *ov), engine=FakeEngine(responder, fail=healthy))
+    assert again["failed"] == 2 and healthy.attempts == {}
+    # run.retry_failed=true runs exactly the failed ones again, in the same run directory
+    m = run(make_cfg(tmp_path, *ov, "run.retry_failed=true"), engine=FakeEngine(responder, fail=healthy))
+    assert sorted(healthy.attempts) == ["q1", "q4"]
+    assert m["failed"] == 0 and m["problems"] == 6
+    d = only_dir(tmp_path)
+    lines = [json.loads(x) for x in (d / "records.jsonl").read_text().splitlines()]
+    assert len(lines) == 8  # the two failed records are kept as history
+    assert [r["problem_id"] for r in lines if r["error"]] == sorted(["q1", "q4"])
+    recs = records(tmp_path)
+    assert len(recs) == 6 and all(r["error"] is None for r in recs.values())
+    assert json.loads((d / "metrics.json").read_text())["failed"] == 0
+    # a problem that fails again stays failed, once
+    run(make_cfg(tmp_path / "b", *ov), engine=FakeEngine(responder, fail=Flaky({"q2"})))
+    m2 = run(make_cfg(tmp_path / "b", *ov, "run.retry_failed=true"), engine=FakeEngine(responder, fail=Flaky({"q2"})))
+    assert m2["failed"] == 1 and m2["problems"] == 6
+    assert sum(r["problem_id"] == "q2" for r in iter_records(only_dir(tmp_path / "b"))) == 1
+
+
+def test_retry_failed_in_a_sharded_run_replaces_the_failed_record_in_the_merge(tmp_path):
+    ov = ["strategy.n=2", "run.retry.attempts=1", "run.retry.backoff_s=0", "run.num_shards=2"]
+    run(make_cfg(tmp_path, *ov, "run.shard=0"), engine=FakeEngine(responder, fail=Flaky({"q0"})))
+    m = run(make_cfg(tmp_path, *ov, "run.shard=1"), engine=FakeEngine(responder))
+    d = only_dir(tmp_path)
+    merged = {r["problem_id"]: r for r in iter_records(d)}
+    assert len(merged) == 6 and merged["q0"]["error"] is not None  # the last shard merged, q0 failed
+    assert json.loads((d / "metrics.json").read_text())["failed"] == 1 and m["failed"] == 0  # m: shard 1's own
+    healthy = Flaky(set())
+    run(make_cfg(tmp_path, *ov, "run.shard=0", "run.retry_failed=true"), engine=FakeEngine(responder, fail=healthy))
+    assert list(healthy.attempts) == ["q0"]
+    lines = [json.loads(x) for x in (d / "records.jsonl").read_text().splitlines()]
+    assert len(lines) == 6 and all(r["error"] is None for r in lines)  # the re-merge holds the success
+    assert json.loads((d / "metrics.json").read_text())["failed"] == 0
+
+
 def test_a_retry_that_succeeds_gives_the_same_record_as_no_failure(tmp_path):
     clean = run(make_cfg(tmp_path / "a", "strategy.n=4"), engine=FakeEngine(responder))
     flaky = Flaky({"q0", "q3"}, times=2)  # two failures, then the third try succeeds

@@ -156,8 +156,12 @@ def merge_run(
     for src in sources:
         for rec in _read_records(src):
             pid = str(rec["problem_id"])
-            if pid in records:  # a copy (records.jsonl of an earlier merge) or a second attempt: keep the first
-                duplicates += records[pid] != rec
+            if pid in records:
+                if records[pid].get("error") is not None and rec.get("error") is None:
+                    records[pid] = rec  # a failed problem re-run (run.retry_failed): the success replaces it
+                    continue
+                # a copy (records.jsonl of an earlier merge) or a second attempt: keep the first
+                duplicates += records[pid] != rec and rec.get("error") is None
                 continue
             records[pid] = rec
     ordered = sorted(records.values(), key=_sort_key)

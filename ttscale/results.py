@@ -37,23 +37,41 @@ def _complete_lines(path: Path) -> tuple[list[bytes], int]:
     return data[:end].splitlines(), end
 
 
-def iter_records(run_dir: str | Path) -> Iterator[dict[str, Any]]:
-    """Every complete record of a run (all shard files), first occurrence of each id."""
-    seen: set[str] = set()
+def _lines(run_dir: str | Path) -> Iterator[dict[str, Any]]:
     for f in record_files(run_dir):
         with open(f, "rb") as fh:
             for line in fh:
                 if not line.endswith(b"\n"):
                     break  # torn tail
                 try:
-                    rec = json.loads(line)
+                    yield json.loads(line)
                 except json.JSONDecodeError:
                     continue
-                pid = rec.get("problem_id")
-                if pid in seen:
-                    continue
-                seen.add(pid)
-                yield rec
+
+
+def iter_records(run_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """Every complete record of a run (all shard files), one per problem id: its first
+    successful record, or, for a problem that only ever failed, its first failed record
+    (a problem re-run with `run.retry_failed` has its failed record first, kept as history).
+    Failed-only problems come last; readers order records by `index`."""
+    seen: set[str] = set()
+    failed: dict[str, dict[str, Any]] = {}  # failed-only so far (failures are few)
+    for rec in _lines(run_dir):
+        pid = rec.get("problem_id")
+        if pid in seen:
+            continue
+        if rec.get("error") is not None:
+            failed.setdefault(pid, rec)
+            continue
+        seen.add(pid)
+        failed.pop(pid, None)
+        yield rec
+    yield from failed.values()
+
+
+def failed_ids(run_dir: str | Path) -> set[str]:
+    """Problem ids with a failed record and no successful one (what `run.retry_failed` re-runs)."""
+    return {str(r["problem_id"]) for r in iter_records(run_dir) if r.get("error") is not None}
 
 
 class ResultsStore:

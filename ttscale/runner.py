@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from tasks.base import Task, cluster_answers
 from ttscale.budget import Budget, Ledger
 from ttscale.context import SolveContext, derive_seed
-from ttscale.results import ResultsStore, iter_records, write_json_atomic, write_text_atomic
+from ttscale.results import ResultsStore, failed_ids, iter_records, write_json_atomic, write_text_atomic
 from ttscale.types import Problem, Reference, Result
 
 log = logging.getLogger("ttscale")
@@ -36,7 +36,7 @@ log = logging.getLogger("ttscale")
 NON_RESULT_KEYS = (
     "logger", "hydra",
     "run.root", "run.dir", "run.concurrency", "run.progress", "run.shard", "run.num_shards",
-    "run.dry_run", "run.fsync", "run.experiment", "run.tags", "run.summary", "run.retry",
+    "run.dry_run", "run.fsync", "run.experiment", "run.tags", "run.summary", "run.retry", "run.retry_failed",
 )
 
 
@@ -189,6 +189,8 @@ def prepare(cfg: DictConfig) -> Plan:
     done = store.recover() if run_dir.exists() else set()
     if run_dir.exists():  # records of other shard splits, or of a merge, count as done too
         done |= {str(r["problem_id"]) for r in iter_records(run_dir)}
+        if cfg.run.get("retry_failed", False):  # failed problems run again; their failed records stay
+            done -= failed_ids(run_dir)
     return Plan(cfg, run_dir, h, task, items, strategy, verifier, budget, done, store)
 
 
