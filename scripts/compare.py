@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ttscale.metrics import compare_runs  # noqa: E402
-from ttscale.results import iter_records  # noqa: E402
+from ttscale.results import iter_records, record_files  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     recs = []
     for d in (a.run_a, a.run_b):
-        if not (Path(d) / "records.jsonl").is_file() and not list(Path(d).glob("records.shard-*.jsonl")):
+        if not record_files(d):
             print(f"compare: {d}: no records (not a run directory)", file=sys.stderr)
             return 2
         recs.append(list(iter_records(d)))

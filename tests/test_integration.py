@@ -27,12 +27,16 @@ def only_run_dir(root: Path) -> Path:
     return d
 
 
+def run_on_shared(real_engine, tmp_path, task: str, *overrides):
+    """Run `task` from its copy in ../shared/datasets on the session engine; metrics and records."""
+    path = shared_dataset(f"{task}.jsonl")
+    m = run(compose_cfg(tmp_path, f"task={task}", f"task.path={path}", *overrides), engine=real_engine)
+    return m, list(iter_records(only_run_dir(tmp_path)))
+
+
 def test_math500_best_of_n_with_self_certainty(real_engine, tmp_path):
-    path = shared_dataset("math500.jsonl")
-    cfg = compose_cfg(tmp_path, "task=math500", f"task.path={path}", "task.limit=4",
-                      "strategy=best_of_n", "strategy.n=4", "verifier=self_certainty")
-    m = run(cfg, engine=real_engine)
-    recs = list(iter_records(only_run_dir(tmp_path)))
+    m, recs = run_on_shared(real_engine, tmp_path, "math500", "task.limit=4",
+                            "strategy=best_of_n", "strategy.n=4", "verifier=self_certainty")
     assert len(recs) == 4 and m["problems"] == 4 and m["failed"] == 0
     for r in recs:
         assert r["error"] is None and len(r["candidates"]) == 4
@@ -47,11 +51,8 @@ def test_math500_best_of_n_with_self_certainty(real_engine, tmp_path):
 
 
 def test_humaneval_best_of_n_with_unit_tests_reports_false_positives(real_engine, tmp_path):
-    path = shared_dataset("humaneval.jsonl")
-    cfg = compose_cfg(tmp_path, "task=humaneval", f"task.path={path}", "task.limit=2",
-                      "strategy=best_of_n", "strategy.n=2", "verifier=unit_tests")
-    m = run(cfg, engine=real_engine)
-    recs = list(iter_records(only_run_dir(tmp_path)))
+    m, recs = run_on_shared(real_engine, tmp_path, "humaneval", "task.limit=2",
+                            "strategy=best_of_n", "strategy.n=2", "verifier=unit_tests")
     assert len(recs) == 2 and m["failed"] == 0
     for r in recs:
         assert "false_positives" in r["grading"]

@@ -69,11 +69,6 @@ def iter_records(run_dir: str | Path) -> Iterator[dict[str, Any]]:
     yield from failed.values()
 
 
-def failed_ids(run_dir: str | Path) -> set[str]:
-    """Problem ids with a failed record and no successful one (what `run.retry_failed` re-runs)."""
-    return {str(r["problem_id"]) for r in iter_records(run_dir) if r.get("error") is not None}
-
-
 class ResultsStore:
     def __init__(self, run_dir: str | Path, shard: int = 0, num_shards: int = 1, fsync: bool = True) -> None:
         self.run_dir = Path(run_dir)

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from tasks.base import Task, cluster_answers
 from ttscale.budget import Budget, Ledger
 from ttscale.context import SolveContext, derive_seed
-from ttscale.results import ResultsStore, failed_ids, iter_records, write_json_atomic, write_text_atomic
+from ttscale.results import ResultsStore, iter_records, write_json_atomic, write_text_atomic
 from ttscale.types import Problem, Reference, Result
 
 log = logging.getLogger("ttscale")
@@ -188,9 +188,12 @@ def prepare(cfg: DictConfig) -> Plan:
     store = ResultsStore(run_dir, int(cfg.run.shard), int(cfg.run.num_shards), fsync=bool(cfg.run.get("fsync", True)))
     done = store.recover() if run_dir.exists() else set()
     if run_dir.exists():  # records of other shard splits, or of a merge, count as done too
-        done |= {str(r["problem_id"]) for r in iter_records(run_dir)}
-        if cfg.run.get("retry_failed", False):  # failed problems run again; their failed records stay
-            done -= failed_ids(run_dir)
+        retry_failed = bool(cfg.run.get("retry_failed", False))
+        for r in iter_records(run_dir):  # one record per problem: its success, if it ever had one
+            if retry_failed and r.get("error") is not None:
+                done.discard(str(r["problem_id"]))  # failed problems run again; their failed records stay
+            else:
+                done.add(str(r["problem_id"]))
     return Plan(cfg, run_dir, h, task, items, strategy, verifier, budget, done, store)
 
 

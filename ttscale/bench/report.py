@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from ttscale.results import write_json_atomic
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -79,10 +80,7 @@ def machine() -> dict[str, Any]:
 def write(path: str | Path, payload: dict[str, Any], rows: list[Row]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**payload, "rows": [asdict(r) for r in rows]}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    write_json_atomic(path, {**payload, "rows": [asdict(r) for r in rows]})
     return path
 
 
