@@ -71,6 +71,9 @@ def start(args: list[str], root: Path) -> subprocess.Popen:
          "run.progress=false"],
         cwd=ROOT, env=env, stdout=out, stderr=err,
         start_new_session=True,  # its own process group: a kill takes the engine's workers too
+        # A lower priority than this test's: the engine's threads keep every core busy, and
+        # the kill must land when the test means it to, not when the scheduler gets to it.
+        preexec_fn=lambda: os.nice(5),
     )
     p.out_file, p.err_file = out, err  # type: ignore[attr-defined]
     return p
@@ -245,14 +248,20 @@ def test_real_engine_sigkill_and_resume_equal_an_uninterrupted_run(tmp_path):
     assert record_lines(root) == 0
 
     rng = random.Random(7)
-    target = rng.randint(2, REAL_PROBLEMS - 3)
+    target = rng.randint(2, REAL_PROBLEMS // 2)
     p = start(REAL_ARGS, root)  # 2. after some records (start-up, then the problems two at a time)
     reached = wait_for(lambda: record_lines(root) >= target, p, timeout=400)
-    time.sleep(rng.uniform(0.0, 1.0))
+    seen = record_lines(root), time.monotonic()
+    # Killed within a few tens of ms of the target, mid-request (a problem takes about 3 s
+    # here). A wait of up to 1 s once saw the whole run end before the kill, on a loaded
+    # machine; the fake-engine test above covers kills at arbitrary moments.
+    time.sleep(rng.uniform(0.0, 0.05))
     kill_group(p)
     assert reached, output(p)[1][-3000:]
     partial = record_lines(root)
-    assert target <= partial < REAL_PROBLEMS, partial
+    assert target <= partial < REAL_PROBLEMS, (
+        f"target {target}, {seen[0]} records when seen, {partial} after the kill "
+        f"{time.monotonic() - seen[1]:.2f}s later")
 
     t0 = time.monotonic()
     finish(REAL_ARGS, root, timeout=500)  # 3. resume
