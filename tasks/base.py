@@ -19,7 +19,12 @@ class Task:
     name: str = "task"
     kind: str = "math"  # "math" | "code"
 
-    def __init__(self, limit: int | None = None, offset: int = 0, **kwargs: Any) -> None:
+    def __init__(self, limit: int | None = None, offset: int = 0, name: str | None = None, **kwargs: Any) -> None:
+        label = name or self.name
+        if limit is not None and limit < 0:
+            raise ValueError(f"task={label}: task.limit must be >= 0 or null, got {limit}")
+        if offset < 0:
+            raise ValueError(f"task={label}: task.offset must be >= 0, got {offset}")
         self.limit = limit
         self.offset = offset
 

@@ -520,11 +520,7 @@ class CodeTask(Task):
         limit: int | None = None,
         offset: int = 0,
     ) -> None:
-        super().__init__(limit=limit, offset=offset)
-        if limit is not None and limit < 0:
-            raise ValueError(f"task={name}: task.limit must be >= 0 or null, got {limit}")
-        if offset < 0:
-            raise ValueError(f"task={name}: task.offset must be >= 0, got {offset}")
+        super().__init__(limit=limit, offset=offset, name=name)
         self.name = name
         self.hub, self.hub_config, self.split, self.revision, self.path = hub, hub_config, split, revision, path
         self.prompt_template = prompt_template or self.default_prompt

@@ -57,11 +57,7 @@ class MathBase(Task):
         limit: int | None = None,
         offset: int = 0,
     ) -> None:
-        super().__init__(limit=limit, offset=offset)
-        if limit is not None and limit < 0:
-            raise ValueError(f"task={name}: task.limit must be >= 0 or null, got {limit}")
-        if offset < 0:
-            raise ValueError(f"task={name}: task.offset must be >= 0, got {offset}")
+        super().__init__(limit=limit, offset=offset, name=name)
         if QUESTION not in prompt_template:
             raise ValueError(f"task={name}: task.prompt_template must contain {QUESTION!r}")
         unknown = [f for f in fallbacks if f not in A.FALLBACKS]

@@ -208,6 +208,19 @@ def test_missing_or_bad_path_is_a_clear_error(tmp_path):
         MathTask(name="m", path=str(txt), limit=-1)
 
 
+@pytest.mark.parametrize("kw, field", [({"limit": -1}, "limit"), ({"offset": -2}, "offset")])
+def test_a_negative_limit_or_offset_is_refused_by_every_task_family(tmp_path, kw, field):
+    from tasks.arithmetic import ArithmeticTask
+    from tasks.code import MBPP
+
+    (tmp_path / "d.jsonl").write_text("{}\n")
+    for make in (lambda: MathTask(name="m", path=str(tmp_path / "d.jsonl"), **kw),
+                 lambda: ArithmeticTask(name="a", **kw),
+                 lambda: MBPP(path=str(tmp_path / "d.jsonl"), **kw)):
+        with pytest.raises(ValueError, match=rf"^task=\w+: task\.{field} must be >= 0"):
+            make()
+
+
 def test_hub_offline_is_a_clear_error(monkeypatch):
     """No network here: with the Hub unreachable, a Hub task says so and points at task.path."""
     import datasets
