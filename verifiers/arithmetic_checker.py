@@ -41,6 +41,7 @@ accepted as a rounding of the exact value (`10 / 3 = 3.33`); integers must be ex
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -330,6 +331,19 @@ def numbers_in(text: str) -> set[Fraction]:
     return {t.value for t in tokenize(text) if t.kind == "num" and t.value is not None}
 
 
+@functools.lru_cache(maxsize=4096)
+def _step_equations(step: str) -> tuple[Equation, ...]:
+    """`find_equations` of one step, kept: each new prefix of a path is scored with the steps
+    before it, which the previous prefixes of that path already parsed."""
+    return tuple(find_equations(step))
+
+
+@functools.lru_cache(maxsize=256)
+def _givens(question: str) -> frozenset[Fraction]:
+    """`numbers_in` of a problem's text, kept: every prefix of the problem needs it."""
+    return frozenset(numbers_in(question))
+
+
 def grounded(eqs: Sequence[Equation], known: set[Fraction]) -> bool:
     """Whether every operand of every equation, in order, is known: a given of the problem or
     a value an earlier equation produced (each equation's values join `known`, in place)."""
@@ -383,13 +397,13 @@ class ArithmeticChecker(CachedProcessVerifier):
     def check_step(self, step: str, previous: Sequence[str] = (), question: str | None = None) -> float:
         """The score of `step` given the steps before it on the path (and, for the grounding
         check, the problem's text: without it operands are not checked)."""
-        eqs = find_equations(step)
+        eqs = _step_equations(step)
         if any(not e.ok for e in eqs):
             return self.wrong_score
         if self.ungrounded_score is not None and question is not None and eqs:
-            known = numbers_in(question)
+            known = set(_givens(question))
             for prev in previous:
-                grounded(find_equations(prev), known)
+                grounded(_step_equations(prev), known)
             if not grounded(eqs, known):
                 return float(self.ungrounded_score)
         checked = bool(eqs)
@@ -401,7 +415,7 @@ class ArithmeticChecker(CachedProcessVerifier):
                 last = before[-1] if before else None
                 if last is None:
                     for prev in reversed(previous):
-                        prev_eqs = find_equations(prev)
+                        prev_eqs = _step_equations(prev)
                         if prev_eqs:
                             last = prev_eqs[-1]
                             break
