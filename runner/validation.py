@@ -94,6 +94,12 @@ def _check_sampling(cfg: DictConfig) -> None:
                 raise ConfigError(f"{key} must be in (0, 1], got {value}")
 
 
+def _check_seed(cfg: DictConfig) -> None:
+    v = _get(cfg, "seed")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {v!r}")
+
+
 def _check_budget(cfg: DictConfig) -> None:
     b = cfg.get("budget")
     if not isinstance(b, DictConfig):
@@ -165,7 +171,7 @@ def _check_models(cfg: DictConfig) -> None:
         check_model(_get(cfg, "verifier.model"), _source_key(cfg, "verifier.model"))
 
 
-CHECKS = (_check_sampling, _check_budget, _check_run, _check_task, _check_models)
+CHECKS = (_check_seed, _check_sampling, _check_budget, _check_run, _check_task, _check_models)
 
 
 def validate_config(cfg: DictConfig) -> None:
