@@ -1,8 +1,9 @@
 """The echo floor: the share of problems graded correct for a completion that only
 restates the problem (see `tasks/echo.py` for the variants), with each task's default
 grading, on the arithmetic task (default config, `--arithmetic-problems` generated
-problems) and GSM8K (../shared/datasets/gsm8k_test.jsonl). Exits 1 when a variant's
-share is above `--max-rate` (default 0.5%).
+problems), GSM8K (../shared/datasets/gsm8k_test.jsonl) and the other math datasets there
+(MATH-500, AIME 2024/2025, AMC 2023). Exits 1 when a variant's share is above
+`--max-rate` (default 0.5%).
 
     python scripts/check_echo.py
     python scripts/check_echo.py --only gsm8k --override task.answer_fallback=last_number   # the opt-in
@@ -23,7 +24,14 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from tasks.echo import VARIANTS, echo_floor  # noqa: E402
 
-TASKS = ("arithmetic", "gsm8k")
+FILES = {  # task -> file in --data-dir (as scripts/check_graders.py reads them)
+    "gsm8k": "gsm8k_test.jsonl",
+    "math500": "math500.jsonl",
+    "aime24": "aime24.jsonl",
+    "aime25": "aime25.jsonl",
+    "amc23": "amc23.jsonl",
+}
+TASKS = ("arithmetic", *FILES)
 
 
 def load_task(name: str, data_dir: Path, arithmetic_problems: int, overrides: list[str]):
@@ -32,7 +40,7 @@ def load_task(name: str, data_dir: Path, arithmetic_problems: int, overrides: li
     if name == "arithmetic":
         cfg.num_problems = arithmetic_problems
     else:
-        cfg.path = str(data_dir / "gsm8k_test.jsonl")
+        cfg.path = str(data_dir / FILES[name])
     for o in overrides:
         key, _, value = o.partition("=")
         OmegaConf.update(cfg, key.removeprefix("task."), OmegaConf.from_dotlist([f"v={value}"]).v)

@@ -217,3 +217,15 @@ def test_conf_files_name_the_options():
     for name in MATH_CONFIGS:
         text = (CONF / f"{name}.yaml").read_text()
         assert "answer_fallback: null" in text and "grade_unfinished: false" in text
+
+
+def test_check_echo_script_reports_the_floor_and_fails_above_the_limit(capsys):
+    from scripts.check_echo import main
+
+    assert main(["--only", "arithmetic", "--arithmetic-problems", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "question: 0/200 = 0.00%" in out and "sentences: 0/200 = 0.00%" in out
+    # the old default (any number read) is above the limit, and the script says so
+    assert main(["--only", "arithmetic", "--arithmetic-problems", "200",
+                 "--override", "task.answer_fallback=last_number"]) == 1
+    assert "is above --max-rate" in capsys.readouterr().out
