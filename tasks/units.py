@@ -6,8 +6,8 @@ math-verify reads `9 eggs` as the product 9*e*g*g*s (it drops units only inside
 math-verify (`tasks.answers.answer_key` and the text math-verify parses), on the
 reference answer and the prediction alike.
 
-Only the whole answer `<number> <words>` is rewritten, where the words are plain
-letters (`cm`, `people's`, `ice-cream`, `km/h`, `cm^2`, `sq. ft`) and the number is a
+Only the whole answer `<number> <words>` is rewritten, where the words (one to four)
+are plain letters (`cm`, `people's`, `ice-cream`, `km/h`, `cm^2`, `sq. ft`) and the number is a
 plain, money (`$18`, `\\$18`), thousands (`1,200`), decimal or `a/b` number. Left as
 they are (graded as before):
 
@@ -25,7 +25,8 @@ import re
 
 _NUM = r"-?(?:\\?\$\s*)?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|\.\d+)"
 _WORD = r"[A-Za-z](?:[A-Za-z'\-]*[A-Za-z])?\.?(?:\^\{?\d\}?)?"
-_NUMBER_UNITS = re.compile(rf"^(?P<num>{_NUM})\s*(?P<units>{_WORD}(?:\s*(?:/|\s)\s*{_WORD})*)$")
+# at most four words ("18 dollars per hour"): a longer phrase is a sentence, not a unit
+_NUMBER_UNITS = re.compile(rf"^(?P<num>{_NUM})\s*(?P<units>{_WORD}(?:\s*(?:/|\s)\s*{_WORD}){{0,3}})$")
 
 # Words after a number that are not units: they change the value (or make it an expression).
 NOT_UNITS = frozenset(

@@ -111,12 +111,35 @@ def test_the_answer_is_9_eggs_is_graded_9_and_nothing_else():
     assert not task.grade_answer("9 eggs", Reference(answer="90"), problem)
 
 
+def test_every_gsm8k_answer_stated_with_a_unit_word_is_graded_right_and_a_neighbour_wrong():
+    task = shared_task("gsm8k")
+    items = task.load()
+    bad = []
+    for (problem, ref), unit in zip(items, ["eggs", "dollars", "people", "minutes per day"] * len(items)):
+        wrong = A.number_str(float(ref.answer) + 1)
+        for text, want in ((f"The answer is {ref.answer} {unit}.", True), (f"The answer is {wrong} {unit}.", False)):
+            c, _ = graded(task, problem, ref, text)
+            if c.correct is not want:
+                bad.append((problem.id, text, ref.answer))
+    assert not bad, bad[:5]
+
+
 @pytest.mark.parametrize(
     "pred, gold",
-    [("2 pi", "2"), ("3 dozen", "3"), ("2 million", "2"), ("5 x", "5"), ("2 and 3", "2"), ("3\\sqrt{2}", "3")],
+    [("2 pi", "2"), ("3 dozen", "3"), ("2 million", "2"), ("5 x", "5"), ("2 and 3", "2"), ("3\\sqrt{2}", "3"),
+     ("5 more than twice the number x", "5")],
 )
 def test_words_that_change_the_value_are_not_units(pred, gold):
     assert not A.math_equal(gold, pred)
+
+
+def test_strip_units_rewrites_only_number_and_unit_words():
+    from tasks.units import strip_units
+
+    assert [strip_units(s) for s in ("9 eggs", "$18 per hour", "\\$18 dollars", "5 cm^2", "1/2 cup", "5 sq. ft")] == [
+        "9", "18", "\\$18", "5", "1/2", "5"]
+    for kept in ("10 a.m.", "4 PM", "3 i", "x = 5 cm", "\\frac{1}{2} cup", "18 dollars and 50 cents", "five eggs"):
+        assert strip_units(kept) == kept
 
 
 # --------------------------------------------------------------- unfinished candidates
