@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from tasks.echo import VARIANTS, echo_floor  # noqa: E402
+from ttscale.tasks.echo import VARIANTS, echo_floor  # noqa: E402
 
 FILES = {  # task -> file in --data-dir (as scripts/check_graders.py reads them)
     "gsm8k": "gsm8k_test.jsonl",

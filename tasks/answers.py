@@ -32,7 +32,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Sequence
 
-from tasks.units import strip_units
+from ttscale.tasks.units import strip_units
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ the first present is used), and how the prompt is built. Grading uses
 
 Strict grading (the defaults; README "Math tasks" lists every decision):
 
-* only a finished candidate's answer counts (`tasks.base.withhold_unfinished`); one cut
+* only a finished candidate's answer counts (`ttscale.task.withhold_unfinished`); one cut
   by a token cap, a step cap or the budget has none. `task.grade_unfinished=true` grades
   it as it stands;
 * answers are read only where the solution states them: the last `\\boxed{}`, "The answer
@@ -26,10 +26,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from tasks import answers as A
-from tasks.base import Task
-from tasks.loading import load_rows, pick_field
-from tasks.rows import Rows, bad_row, check_on_bad_row
+from ttscale.tasks import answers as A
+from ttscale.task import Task
+from ttscale.tasks.loading import load_rows, pick_field
+from ttscale.tasks.rows import Rows, bad_row, check_on_bad_row
 from ttscale.types import Problem, Reference
 
 log = logging.getLogger("ttscale")

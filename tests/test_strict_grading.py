@@ -8,12 +8,12 @@ import asyncio
 
 import pytest
 
-from backends.fake import FakeEngine
-from strategies.majority_vote import MajorityVote
-from tasks import answers as A
-from tasks.base import cluster_answers, is_finished
-from tasks.echo import VARIANTS, echo_floor, echo_texts
-from tasks.math_tasks import MathBase
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.majority_vote import MajorityVote
+from ttscale.tasks import answers as A
+from ttscale.task import cluster_answers, is_finished
+from ttscale.tasks.echo import VARIANTS, echo_floor, echo_texts
+from ttscale.tasks.math_tasks import MathBase
 from tests.helpers import make_ctx
 from tests.test_arithmetic import default_task
 from tests.test_math_tasks import CONF, shared_task, task_from_conf
@@ -134,7 +134,7 @@ def test_words_that_change_the_value_are_not_units(pred, gold):
 
 
 def test_strip_units_rewrites_only_number_and_unit_words():
-    from tasks.units import strip_units
+    from ttscale.tasks.units import strip_units
 
     assert [strip_units(s) for s in ("9 eggs", "$18 per hour", "\\$18 dollars", "5 cm^2", "1/2 cup", "5 sq. ft")] == [
         "9", "18", "\\$18", "5", "1/2", "5"]
@@ -257,7 +257,7 @@ def test_check_echo_script_reports_the_floor_and_fails_above_the_limit(capsys):
 def test_a_search_trajectory_left_open_does_not_vote_or_answer():
     """Step search: `candidates_of` marks an open path "unfinished", `select` then sees no
     answer for it, whatever its weight; with the opt-in it votes."""
-    from strategies.steps import Node, candidates_of, select
+    from ttscale.strategies.steps import Node, candidates_of, select
 
     def paths(task):
         root = Node.root()

@@ -60,6 +60,10 @@ class Task:
 
     name: str = "task"
     kind: str = "math"  # "math" | "code"
+    # Rows of the task's data that were skipped as bad (`task.on_bad_row=skip`), one message each.
+    skipped_rows: Sequence[str] = ()
+    # Code tasks: the sandbox their programs run in (a `ttscale.sandbox.Sandbox`); None elsewhere.
+    sandbox: Any = None
     # Whether an unfinished candidate's answer counts. The math tasks are strict (False,
     # `task.grade_unfinished`); the base class and the code tasks grade every program.
     grade_unfinished: bool = True
@@ -128,6 +132,14 @@ class Task:
         from_unfinished = sel is not None and 0 <= sel < len(result.candidates) and not credited(
             self, result.candidates[sel])
         result.correct = False if from_unfinished else check(result.answer)
+
+    async def agrade_answer(self, answer: str | None, reference: Reference, problem: Problem) -> bool:
+        """`grade_answer` for callers on an event loop (code tasks run the program in the sandbox)."""
+        return bool(answer is not None and self.grade_answer(answer, reference, problem))
+
+    async def agrade(self, problem: Problem, reference: Reference, result: Result) -> None:
+        """`grade` for the runner's event loop; tasks whose grading waits on a sandbox override it."""
+        self.grade(problem, reference, result)
 
 
 def cluster_answers(task: Task, candidates: Sequence[Candidate]) -> list[int | None]:
