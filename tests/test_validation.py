@@ -177,9 +177,9 @@ def test_interpolated_values_are_reported_under_the_key_the_user_sets(tmp_path):
 
 
 def test_budget_rule_allows_splitting_but_not_less_than_one_step(tmp_path, caplog):
-    # 8 samples x 256 tokens = 2048: a 1024 budget is allowed (each sample cut to 128), with a warning
+    # 8 samples x 256 tokens = 2048: a 1024 budget is allowed (complete samples, 4 at a time), with a warning
     validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=1024"))
-    assert "cut to about 128 tokens" in caplog.text
+    assert "pays for 4 complete samples" in caplog.text and "none is cut" in caplog.text
     validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=256"))
     with pytest.raises(ConfigError, match="one step"):
         validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=255"))

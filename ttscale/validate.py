@@ -33,11 +33,12 @@ The budget rule. The smallest unit of work a strategy sends is one step of one
 sequence: `strategy.step.max_step_tokens` for step-level search (beam, DVTS, particle
 filtering, A*), `strategy.chunk_tokens` for entropy branching, and the whole sample,
 `strategy.max_tokens`, for parallel sampling (best-of-N, voting). A `budget.max_tokens`
-below that unit is rejected: even a single sequence would be cut before its first step
-ends, so every strategy would return nothing worth measuring. A budget above the unit
-but below what the first request asks for in full (n sequences x unit) is allowed: the
-ledger splits it evenly among the sequences (each is cut shorter), which is how a fixed
-budget compares strategies at matched compute; a warning says so.
+below that unit is rejected: not even one sequence could take its first step (or one
+complete sample be drawn), so every strategy would return nothing worth measuring. A
+budget above the unit but below what the first request asks for in full (n sequences x
+unit) is allowed, with a warning: parallel sampling draws complete samples in waves
+until the budget cannot pay for one more (fewer than n, none cut); a step search shares
+what is left among a wave's sequences and stops expanding when it is spent.
 """
 
 from __future__ import annotations
@@ -319,9 +320,13 @@ def _check_budget(cfg: DictConfig) -> None:
             f"raise budget.max_tokens to at least {tokens} or lower {key}"
         )
     seqs = first_request_sequences(cfg)
-    if budget < seqs * tokens:
+    if budget < seqs * tokens and key.endswith(".max_tokens") and "step" not in key:
+        log.warning("budget.max_tokens=%d pays for %d complete samples of %s=%d at a time, fewer than n=%d: "
+                    "samples are drawn in waves until the budget cannot pay for one more (none is cut)",
+                    budget, budget // tokens, key, tokens, seqs)
+    elif budget < seqs * tokens:
         log.warning("budget.max_tokens=%d is less than the first request's %d sequences x %s=%d: "
-                    "each sequence is cut to about %d tokens", budget, seqs, key, tokens, budget // seqs)
+                    "each sequence gets about %d tokens per request", budget, seqs, key, tokens, budget // seqs)
 
 
 def _check_run(cfg: DictConfig) -> None:
