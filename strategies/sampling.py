@@ -9,7 +9,9 @@ or the budget cannot pay for one more complete sample, so the budget is never ex
 and every sample may use `sampling.max_tokens` like an unbudgeted one. Fewer than `n`
 samples may be drawn; the number drawn and the waves are recorded in `Result.stats`
 (`samples`, `sample_waves`, `samples_budget_stopped`). Without a token budget the `n`
-samples go in one request, as before."""
+samples go in one request, as before. `budget.samples=split` brings back the older rule
+(the n samples in one request, each clamped to about `budget.max_tokens / n`; a sample
+cut that way ends with `finish_reason="budget"`)."""
 
 from __future__ import annotations
 
@@ -35,9 +37,10 @@ async def draw_complete(
     out: list[Completion] = []
     waves: list[int] = []
     stopped = False
+    split = ctx.ledger.budget.samples == "split"  # the older rule: one request, each sample clamped
     while len(out) < n:
         left = ctx.ledger.remaining_tokens
-        k = n - len(out) if left is None else min(n - len(out), left // cap)
+        k = n - len(out) if left is None or split else min(n - len(out), left // cap)
         if k < 1:
             stopped = True
             break
@@ -45,6 +48,11 @@ async def draw_complete(
             got = await ctx.generate(_with_n(request, k))
         except BudgetExhausted:  # nothing left after all (cannot happen after the check)
             stopped = True
+            break
+        if split:  # a sample the clamp cut short says so
+            out.extend(dataclasses.replace(c, finish_reason="budget")
+                       if c.finish_reason == "length" and len(c.token_ids) < cap else c for c in got.completions)
+            waves.append(k)
             break
         out.extend(got.completions)
         waves.append(k)

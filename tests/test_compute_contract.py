@@ -214,6 +214,17 @@ def test_best_of_n_under_budget_tokens_draws_complete_samples():
     assert 300 // 16 < min(len(t) for t in texts)
 
 
+def test_the_older_split_rule_is_an_option_and_says_what_it_cut():
+    texts = [("w" * 60) + "\\boxed{7}"]
+    ctx = make_ctx(FakeEngine(completions=[(texts[0], 1.0)]), verifier=MarkerPRM({}, default=0.5),
+                   budget=Budget(max_tokens=300, samples="split"))
+    result = solve(from_conf("best_of_n", "sampling.max_tokens=200", "strategy.n=16"), ctx)
+    assert len(result.candidates) == 16 and result.answer is None  # 300 // 16 = 18 tokens each
+    assert all(c.finish_reason == "budget" and c.num_tokens == 18 for c in result.candidates)
+    with pytest.raises(ValueError, match="budget.samples"):
+        Budget(samples="some")
+
+
 # ---- the verifier-call cap holds when an ancestor was never scored ----------------------
 def test_scoring_pays_for_unscored_ancestors_within_the_allowance():
     from strategies.steps import score_nodes

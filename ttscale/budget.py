@@ -37,16 +37,25 @@ class BudgetExhausted(Exception):
     """Raised when a request is made after the problem's budget is spent."""
 
 
+SAMPLE_RULES = ("complete", "split")  # `budget.samples`
+
+
 @dataclass
 class Budget:
     max_tokens: int | None = None  # generated policy tokens per problem
     max_verifier_calls: int | None = None  # verifier calls per problem
+    # How parallel sampling meets a token budget: "complete" (default) draws complete
+    # samples in waves until one more does not fit; "split" (the older rule) sends the n
+    # samples at once and the clamp cuts each to about max_tokens / n.
+    samples: str = "complete"
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "max_verifier_calls"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"budget.{name} must be >= 1 or null, got {v}")
+        if self.samples not in SAMPLE_RULES:
+            raise ValueError(f"budget.samples must be one of {SAMPLE_RULES}, got {self.samples!r}")
 
 
 class Ledger:
