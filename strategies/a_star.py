@@ -27,7 +27,8 @@ The cost so far `g` is built from the same signal, the step cost `c(s_{i-1}, s_i
 
 Ties in `f` are broken by insertion order (first generated, first popped), so a run is
 deterministic given the seed. Hyperparameters keep the paper's names: `k` continuations
-per expansion; `max_expansions` caps the number of expansions (engine requests) on top
+per expansion; `max_expansions` caps the number of expansions (one request of k steps each, plus
+the continuations of steps longer than `step.max_step_tokens`) on top
 of the ledger's token / verifier-call budget.
 
 `Result.stats`: expansions, pops, goal found, why it stopped, frontier size, generated
