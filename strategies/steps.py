@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-from strategies.continuation import RoundStats, StepJob, generate_steps
-from strategies.sampling import plurality, score_each, verifier_call_costs
-from tasks.base import cluster_answers
+from ttscale.strategies.continuation import RoundStats, StepJob, generate_steps
+from ttscale.strategies.sampling import plurality, score_each, verifier_call_costs
+from ttscale.task import cluster_answers
 from ttscale.context import SolveContext
 from ttscale.engine import Completion
 from ttscale.types import Candidate
-from verifiers.base import aggregate
+from ttscale.verifier import aggregate
 
 SELECTIONS = ("argmax", "weighted_vote")  # final-answer rules of `select`
 
@@ -64,7 +64,7 @@ class StepConfig:
 
     def __post_init__(self) -> None:
         if not self.delimiter:
-            raise ValueError("strategy.step.delimiter must not be empty")
+            raise ValueError(f"strategy.step.delimiter must be a non-empty string (e.g. '\\n\\n'), got {self.delimiter!r}")
         for name in ("max_steps", "max_step_tokens", "max_total_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"strategy.step.{name} must be >= 1")
@@ -100,7 +100,7 @@ class Sampling:
     @classmethod
     def for_verifier(cls, ctx: SolveContext, temperature: float, top_p: float) -> "Sampling":
         """Sampling that asks for the sampled tokens' logprobs only when the verifier reads them."""
-        wants = bool(getattr(ctx.verifier, "needs_logprobs", False))
+        wants = ctx.verifier is not None and ctx.verifier.needs_logprobs
         return cls(temperature=temperature, top_p=top_p, logprobs=1 if wants else None)
 
 
@@ -316,7 +316,7 @@ async def score_nodes(ctx: SolveContext, problem, nodes: Sequence[Node]) -> list
     The budget is checked before scoring with what each node costs (a step-level scorer
     also pays for an ancestor prefix it never scored), so the cap holds exactly; when it
     does not cover every node the verifier budget counts as exhausted."""
-    from verifiers.base import ProcessVerifier
+    from ttscale.verifier import ProcessVerifier
 
     v = ctx.verifier
     if v is None or not nodes:

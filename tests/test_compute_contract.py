@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from backends.fake import FakeEngine
-from strategies.steps import Node, StepConfig, split_steps
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.steps import Node, StepConfig, split_steps
 from tests.conftest import shared_dataset
 from tests.helpers import make_ctx
 from tests.search_helpers import PROBLEM, MarkerPRM
@@ -152,8 +152,8 @@ def check_usage(name, result, ctx, budget, allowance):
 
 @pytest.mark.parametrize("name", [s for s in STRATEGIES if s != "behavior_vote"] + ["entropy_branching:weighted"])
 def test_every_budget_holds_over_a_grid(name):
-    from tasks.arithmetic import ArithmeticTask
-    from verifiers.arithmetic_checker import ArithmeticChecker
+    from ttscale.tasks.arithmetic import ArithmeticTask
+    from ttscale.verifiers.arithmetic_checker import ArithmeticChecker
 
     task = ArithmeticTask(num_problems=4, phrasing="plain", operators=("+",), seed=3)
     engine = arithmetic_engine(task)
@@ -174,7 +174,7 @@ def test_every_budget_holds_over_a_grid(name):
 
 
 def test_behavior_vote_budgets_hold():
-    from tasks.code import HumanEval
+    from ttscale.tasks.code import HumanEval
 
     task = HumanEval(path=str(shared_dataset("humaneval.jsonl")), limit=1, sandbox={"workers": 2})
     (problem, _), = task.load()
@@ -227,9 +227,9 @@ def test_the_older_split_rule_is_an_option_and_says_what_it_cut():
 
 # ---- the verifier-call cap holds when an ancestor was never scored ----------------------
 def test_scoring_pays_for_unscored_ancestors_within_the_allowance():
-    from strategies.steps import score_nodes
+    from ttscale.strategies.steps import score_nodes
     from ttscale.engine import Completion
-    from verifiers.arithmetic_checker import ArithmeticChecker
+    from ttscale.verifiers.arithmetic_checker import ArithmeticChecker
 
     ctx = make_ctx(FakeEngine(completions=[("x", 1.0)]), verifier=ArithmeticChecker(),
                    budget=Budget(max_verifier_calls=3))
