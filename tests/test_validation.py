@@ -101,6 +101,9 @@ def _model_dir(tmp_path: Path, config: bool, weights: bool) -> Path:
          ["budget.max_tokens=50", "strategy.step.max_step_tokens=96"]),
         (["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.step.delimiter="],
          ["strategy.step.delimiter", "non-empty"]),
+        (["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.step.on_cut=split"],
+         ["strategy.step.on_cut", "continue", "new_step"]),
+        (["budget=tokens", "budget.samples=some"], ["budget.samples", "complete", "split"]),
         (["run.concurrency=0"], ["run.concurrency"]),
         (["run.retry.attempts=0"], ["run.retry.attempts"]),
         (["task=math500", "task.path=/no/such/file.jsonl"], ["task.path=/no/such/file.jsonl", "no such file"]),
@@ -112,7 +115,7 @@ def _model_dir(tmp_path: Path, config: bool, weights: bool) -> Path:
          ["verifier.model=Some-Org/no-such-prm", "local Hugging Face cache"]),
     ],
     ids=["n", "temperature", "strategy-top_p", "top_p", "max_tokens", "budget", "budget-steps", "delimiter",
-         "concurrency", "retry", "task-path", "hub-offline", "model-path", "hub-model-offline", "embedded-name",
+         "step-on_cut", "budget-samples", "concurrency", "retry", "task-path", "hub-offline", "model-path", "hub-model-offline", "embedded-name",
          "verifier-model-offline"],
 )
 def test_bad_value_gives_one_line_and_exit_2(tmp_path, args, needles):
