@@ -109,6 +109,9 @@ BAD_INPUTS = [  # (arguments, what the one line must name)
     (["strategy=beam_search", "verifier=arithmetic_checker", "strategy.beam_width=0"], ["strategy.beam_width"]),
     (["strategy=a_star", "verifier=arithmetic_checker", "strategy.k=0"], ["strategy.k"]),
     (["strategy=entropy_branching", "strategy.M=0"], ["strategy.M"]),
+    (["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.step.on_cut=split"],
+     ["strategy.step.on_cut", "continue", "new_step"]),
+    (["budget=tokens", "budget.samples=some"], ["budget.samples", "complete", "split"]),
     (["run.concurrency=0"], ["run.concurrency"]),
     (["run.retry.attempts=0"], ["run.retry.attempts"]),
     (["run.retry.timeout_s=-1"], ["run.retry.timeout_s"]),
@@ -218,9 +221,9 @@ def test_interpolated_values_are_reported_under_the_key_the_user_sets(tmp_path):
 
 
 def test_budget_rule_allows_splitting_but_not_less_than_one_step(tmp_path, caplog):
-    # 8 samples x 256 tokens = 2048: a 1024 budget is allowed (each sample cut to 128), with a warning
+    # 8 samples x 256 tokens = 2048: a 1024 budget is allowed (complete samples, 4 at a time), with a warning
     prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=1024"))
-    assert "cut to about 128 tokens" in caplog.text
+    assert "pays for 4 complete samples" in caplog.text and "none is cut" in caplog.text
     prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=256"))
     with pytest.raises(ConfigError, match="one step"):
         prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=255"))
