@@ -39,7 +39,7 @@ def is_finished(finish_reason: str | None) -> bool:
 def credited(task: Any, candidate: Candidate) -> bool:
     """Whether the task grades this candidate's answer: a finished one always, an unfinished
     one only when the task opts in (`task.grade_unfinished=true`)."""
-    return bool(getattr(task, "grade_unfinished", True)) or is_finished(candidate.finish_reason)
+    return bool(task.grade_unfinished) or is_finished(candidate.finish_reason)
 
 
 def withhold_unfinished(task: Any, candidates: Sequence[Candidate]) -> int:
