@@ -88,9 +88,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from strategies.base import Strategy
+from strategies.eager_rules import BudgetPool, dynamic_threshold
 from strategies.sampling import plurality, score_candidates
 from strategies.steps import SELECTIONS as STEP_SELECTIONS
 from strategies.steps import select
@@ -103,38 +102,6 @@ from ttscale.types import Candidate, Problem, Result
 SELECTIONS = ("majority",) + STEP_SELECTIONS  # majority | argmax | weighted_vote
 FORKS = ("top2", "resample")  # reference | ttscale's earlier rule
 ADAPT_GENERATIONS = ("branching", "sampling")  # reference | ttscale's earlier rule
-
-
-class BudgetPool:
-    """Sequences returned by problems that did not need them, for problems that look hard.
-
-    Shared by every problem a strategy instance solves. `deposit` and `draw` are plain
-    synchronous methods (no `await` inside), so each runs atomically under asyncio."""
-
-    def __init__(self) -> None:
-        self.available = 0
-        self.deposited = 0
-        self.drawn = 0
-        self.donors = 0
-        self.takers = 0
-
-    def deposit(self, sequences: int) -> None:
-        if sequences > 0:
-            self.available += sequences
-            self.deposited += sequences
-            self.donors += 1
-
-    def draw(self, wanted: int) -> int:
-        got = max(0, min(wanted, self.available))
-        self.available -= got
-        self.drawn += got
-        if got:
-            self.takers += 1
-        return got
-
-    def snapshot(self) -> dict[str, int]:
-        return {"available": self.available, "deposited": self.deposited, "drawn": self.drawn,
-                "donors": self.donors, "takers": self.takers}
 
 
 @dataclass
@@ -260,7 +227,7 @@ class EntropyBranching(Strategy):
                 parent = seqs[sid]
                 if p >= len(parent.ids):  # cut away by an earlier top-1 fork of this round
                     continue
-                threshold = self._threshold(seqs, p, theta)
+                threshold = dynamic_threshold([s.hs for s in seqs], p, theta, self.entropy_percentile) if self.dynamic_entropy else theta
                 if not h > threshold:
                     continue
                 if len(seqs) >= cap:
@@ -293,18 +260,6 @@ class EntropyBranching(Strategy):
                 s.finished, s.finish_reason = True, "budget"
         return seqs, {"forks": forks, "denied_forks": denied, "rounds": rounds, "requests": requests,
                       "budget_exhausted": budget_stop, "forced_tokens": forced, "discarded_tokens": discarded}
-
-    def _threshold(self, seqs: list[_Seq], p: int, theta: float) -> float:
-        """The fork threshold at position p: theta, or (dynamic_entropy) max(theta, the
-        `entropy_percentile`-th percentile of the entropies the sequences generated at
-        positions before p), as the reference's `dynamic_entropy_threshold`."""
-        if not self.dynamic_entropy:
-            return theta
-        vals = np.concatenate([np.asarray(s.hs[:p], dtype=float) for s in seqs])
-        vals = vals[~np.isnan(vals)]
-        if vals.size == 0:
-            return theta
-        return max(theta, float(np.percentile(vals, self.entropy_percentile)))
 
     def _settle(self, s: _Seq, eos: int | None) -> None:
         """Whether a sequence that just took a forced token is finished."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 
+import numpy as np
 import pytest
 
 from backends.fake import FakeEngine
@@ -298,7 +299,7 @@ def two_splits(second: str):
 def test_dynamic_threshold_is_max_of_theta_and_the_99th_percentile_so_far(chunk):
     theta = 0.5
     eng = FakeEngine(completions=two_splits("xy"))
-    kw = dict(M=16, theta=theta, top_k=TOP_K, chunk_tokens=chunk, temperature=1.0, adapt=False)
+    kw = {"M": 16, "theta": theta, "top_k": TOP_K, "chunk_tokens": chunk, "temperature": 1.0, "adapt": False}
     dyn = run(EntropyBranching(**kw).solve(P, make_ctx(eng, seed=0)))
     fixed = run(EntropyBranching(**kw, dynamic_entropy=False).solve(P, make_ctx(eng, seed=0)))
     # the first fork (nothing seen before it) uses theta itself
@@ -349,3 +350,14 @@ def test_config_defaults_are_the_references():
     s = instantiate(cfg.strategy)
     assert (s.fork, s.dynamic_entropy, s.entropy_percentile, s.theta, s.top_k) == ("top2", True, 99.0, 2.5, 20)
     assert s.adapt and s.adapt_generation == "branching" and s.adapt_max_extra == 3 * s.M
+
+
+def test_dynamic_threshold_numbers():
+    from strategies.eager_rules import dynamic_threshold
+
+    nan = float("nan")
+    hist = [[0.1, 2.0, 0.3, 5.0], [nan, nan, 1.5]]  # the second: a branch forked at position 2
+    assert dynamic_threshold(hist, 0, 0.7) == 0.7  # nothing seen yet: theta
+    assert dynamic_threshold(hist, 2, 0.7) == pytest.approx(max(0.7, float(np.percentile([0.1, 2.0], 99))))
+    assert dynamic_threshold(hist, 3, 0.7) == pytest.approx(float(np.percentile([0.1, 2.0, 0.3, 1.5], 99)))
+    assert dynamic_threshold(hist, 3, 9.0) == 9.0  # never below theta
