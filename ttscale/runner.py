@@ -24,7 +24,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.base import Task, cluster_answers
+from tasks.base import Task, cluster_answers, grade_submitted
 from ttscale.budget import Budget, Ledger
 from ttscale.context import SolveContext, derive_seed
 from ttscale.results import ResultsStore, iter_records, write_json_atomic, write_text_atomic
@@ -226,6 +226,7 @@ async def solve_and_grade(plan: Plan, engine: Any, problem: Problem, reference: 
             await agrade(problem, reference, result)
         else:
             plan.task.grade(problem, reference, result)
+        grade_submitted(result)  # Pass@k when the strategy submits several answers
     except Exception as e:  # noqa: BLE001
         result.error = result.error or f"grading failed: {type(e).__name__}: {e}"
     rec = result.to_dict()
