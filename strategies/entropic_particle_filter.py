@@ -16,6 +16,8 @@ temperature ``beta = 1/tau``):
 - ``temperature_method: ess`` (the paper): ``tau = max(1, (N / ESS) (1 - t/T))``;
 - ``temperature_method: entropy`` (the paper's entropy variant): with H the normalised
   entropy of p, ``beta = H + (1 - H) t/T`` and ``tau = max(1, 1/beta)``;
+- ``temperature_method: base`` (its_hub's `TemperatureMethod.BASE`):
+  ``tau = max(1, 2 - t/T)`` (its `value_max = 2.0`);
 - ``temperature_method: target``: the smallest tau whose annealed distribution has
   ``ESS / N = ess_threshold`` exactly (adaptive tempering as in SMC samplers, found
   by bisection; ESS grows monotonically with tau).
@@ -52,7 +54,8 @@ from strategies.steps import Node, StepConfig, score_nodes
 from ttscale.context import SolveContext
 from ttscale.types import Problem
 
-TEMPERATURE_METHODS = ("ess", "entropy", "target")
+TEMPERATURE_METHODS = ("ess", "entropy", "base", "target")
+BASE_VALUE_MAX = 2.0  # its_hub ParticleGibbs._temperature_annealing(value_max=2.0)
 
 
 def annealing_temperature(
@@ -75,6 +78,8 @@ def annealing_temperature(
         h = normalized_entropy(probs)
         beta = h + (1.0 - h) * progress
         return max(1.0, 1.0 / beta) if beta > 0 else float("inf")
+    if method == "base":
+        return max(1.0, BASE_VALUE_MAX - progress)
     if method == "target":
         return target_temperature(log_weights, base_temperature, ess_threshold)
     raise ValueError(f"strategy.temperature_method must be one of {TEMPERATURE_METHODS}, got {method!r}")
@@ -112,7 +117,7 @@ class EntropicParticleFilter(ParticleFilter):
     Besides ParticleFilter's hyperparameters:
     ess_threshold: annealing starts when ESS / N falls below it (paper: 0.5).
     early_phase: annealing only while t / T is below it (T = step.max_steps).
-    temperature_method: "ess" (paper), "entropy" (paper) or "target".
+    temperature_method: "ess" (paper), "entropy" (paper), "base" (its_hub) or "target".
     look_ahead: successor steps sampled per particle for LaM (0: LaM off).
     look_ahead_weight: how much of a particle's resampling log-weight comes from its
         successors (0: none, 1: only the successors).

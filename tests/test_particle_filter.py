@@ -150,6 +150,9 @@ def test_annealing_formulas():
     # the paper's entropy schedule
     h = normalized_entropy(p)
     assert annealing_temperature(p, log_w, 1.0, 0.25, "entropy", 0.5) == pytest.approx(1 / (h + (1 - h) * 0.25))
+    # its_hub's base schedule: max(1, 2 - t/T)
+    assert annealing_temperature(p, log_w, 1.0, 0.25, "base", 0.5) == pytest.approx(1.75)
+    assert annealing_temperature(p, log_w, 1.0, 1.5, "base", 0.5) == 1.0
     # the target: the annealed distribution has ESS / N equal to the threshold
     for threshold in (0.3, 0.5, 0.9):
         tau = target_temperature(log_w, 1.0, threshold)
@@ -158,7 +161,7 @@ def test_annealing_formulas():
     assert target_temperature([0.0, 0.0, 0.0], 1.0, 0.5) == 1.0
 
 
-@pytest.mark.parametrize("method", ["ess", "entropy", "target"])
+@pytest.mark.parametrize("method", ["ess", "entropy", "base", "target"])
 def test_epf_anneals_exactly_when_ess_is_low_in_the_early_phase(method):
     epf = EntropicParticleFilter(
         n=4, step={**STEP, "max_steps": 10}, ess_threshold=0.5, early_phase=0.5, temperature_method=method
