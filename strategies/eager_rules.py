@@ -1,5 +1,5 @@
-"""EAGer's bookkeeping and threshold rule, apart from the decoding loop
-(`strategies/entropy_branching.py`).
+"""EAGer's bookkeeping (the run-wide `BudgetPool`, one `Seq` per sequence) and its
+threshold rule, apart from the decoding loop (`strategies/entropy_branching.py`).
 
 Scalena et al. 2025, "EAGer" (arXiv:2510.11170); the threshold follows the reference
 code, Omega-Reasoning/EAGer `eager/entropy_generator_vllm.py`,
@@ -9,6 +9,7 @@ code, Omega-Reasoning/EAGer `eager/entropy_generator_vllm.py`,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -55,3 +56,18 @@ class BudgetPool:
     def snapshot(self) -> dict[str, int]:
         return {"available": self.available, "deposited": self.deposited, "drawn": self.drawn,
                 "donors": self.donors, "takers": self.takers}
+
+
+@dataclass
+class Seq:
+    """One EAGer sequence: every token (shared prefix included), where it forked."""
+
+    id: int
+    ids: list[int]  # every token of the sequence, shared prefix included
+    lps: list[float]  # log-probability of each token (parallel to ids)
+    hs: list[float] = field(default_factory=list)  # entropy at each position it generated (nan: inherited/forced)
+    parent: int | None = None
+    fork_at: int | None = None  # position of its first own token (exempt from forking)
+    own: int = 0  # tokens this sequence generated itself
+    finished: bool = False
+    finish_reason: str | None = None

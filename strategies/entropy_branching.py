@@ -44,8 +44,10 @@ over the threshold met once the cap is reached is counted as a denied fork. With
 the reference's token-synchronous loop (same forks, same dynamic threshold); larger
 chunks differ only in *which* positions win the last slots when more than `M` would
 fork, and in the dynamic threshold not yet seeing the tokens of branches still behind.
-Not implemented: the reference's `max_tokens_without_branch` (1000 tokens without a fork
-end branching) and its no-fork-after-`</think>` rule (reasoning models).
+`max_tokens_without_branch` (reference: 1000): once that many positions pass without a
+fork, branching ends for the problem (the reference then finishes every sequence without
+logprobs); null: never. Not implemented: the reference's no-fork-after-`</think>` rule
+(reasoning models).
 
 EAGer-adapt: reallocating the budget without labels. Full parallel sampling spends `M`
 sequences on every problem. A problem whose branching never reached `M` sequences
@@ -85,11 +87,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from strategies.base import Strategy
 from strategies.eager_rules import BudgetPool, dynamic_threshold
+from strategies.eager_rules import Seq as _Seq
 from strategies.sampling import plurality, score_candidates
 from strategies.steps import SELECTIONS as STEP_SELECTIONS
 from strategies.steps import select
@@ -102,19 +104,6 @@ from ttscale.types import Candidate, Problem, Result
 SELECTIONS = ("majority",) + STEP_SELECTIONS  # majority | argmax | weighted_vote
 FORKS = ("top2", "resample")  # reference | ttscale's earlier rule
 ADAPT_GENERATIONS = ("branching", "sampling")  # reference | ttscale's earlier rule
-
-
-@dataclass
-class _Seq:
-    id: int
-    ids: list[int]  # every token of the sequence, shared prefix included
-    lps: list[float]  # log-probability of each token (parallel to ids)
-    hs: list[float] = field(default_factory=list)  # entropy at each position it generated (nan: inherited/forced)
-    parent: int | None = None
-    fork_at: int | None = None  # position of its first own token (exempt from forking)
-    own: int = 0  # tokens this sequence generated itself
-    finished: bool = False
-    finish_reason: str | None = None
 
 
 class EntropyBranching(Strategy):
@@ -137,6 +126,7 @@ class EntropyBranching(Strategy):
         dynamic_entropy: bool = True,
         entropy_percentile: float = 99.0,
         adapt_generation: str = "branching",
+        max_tokens_without_branch: int | None = 1000,
     ) -> None:
         if M < 1:
             raise ValueError(f"strategy.M must be >= 1, got {M}")
@@ -152,6 +142,9 @@ class EntropyBranching(Strategy):
             raise ValueError(f"strategy.adapt_generation must be one of {ADAPT_GENERATIONS}, got {adapt_generation!r}")
         if not 0.0 <= entropy_percentile <= 100.0:
             raise ValueError(f"strategy.entropy_percentile must be in [0, 100], got {entropy_percentile}")
+        if max_tokens_without_branch is not None and max_tokens_without_branch < 1:
+            raise ValueError(f"strategy.max_tokens_without_branch must be >= 1 or null, got {max_tokens_without_branch}")
+        self.max_tokens_without_branch = max_tokens_without_branch
         self.fork, self.dynamic_entropy = fork, bool(dynamic_entropy)
         self.entropy_percentile, self.adapt_generation = float(entropy_percentile), adapt_generation
         self.M, self.theta, self.top_k = M, theta, top_k
@@ -178,7 +171,8 @@ class EntropyBranching(Strategy):
         seqs = [_Seq(id=0, ids=[], lps=[])]
         forks: list[dict[str, Any]] = []
         denied = rounds = requests = forced = discarded = 0
-        budget_stop = False
+        budget_stop = branching_off = False
+        last_fork = -1  # position of the latest fork (the reference's tokens_since_last_branch)
         while True:
             active = [s for s in seqs if not s.finished]
             if not active:
@@ -227,6 +221,10 @@ class EntropyBranching(Strategy):
                 parent = seqs[sid]
                 if p >= len(parent.ids):  # cut away by an earlier top-1 fork of this round
                     continue
+                gap = self.max_tokens_without_branch
+                if branching_off or (gap is not None and p > last_fork + gap):
+                    branching_off = True  # as the reference: once off, off for good
+                    continue
                 threshold = dynamic_threshold([s.hs for s in seqs], p, theta, self.entropy_percentile) if self.dynamic_entropy else theta
                 if not h > threshold:
                     continue
@@ -253,13 +251,15 @@ class EntropyBranching(Strategy):
                     child = _Seq(id=len(seqs), ids=parent.ids[:p], lps=parent.lps[:p], hs=[math.nan] * p,
                                  parent=sid, fork_at=p)
                 seqs.append(child)
+                last_fork = max(last_fork, p)
                 forks.append({"parent": sid, "child": child.id, "pos": p, "entropy": h,
                               "threshold": threshold})
         for s in seqs:
             if not s.finished:  # the budget stopped it
                 s.finished, s.finish_reason = True, "budget"
         return seqs, {"forks": forks, "denied_forks": denied, "rounds": rounds, "requests": requests,
-                      "budget_exhausted": budget_stop, "forced_tokens": forced, "discarded_tokens": discarded}
+                      "budget_exhausted": budget_stop, "forced_tokens": forced, "discarded_tokens": discarded,
+                      "branching_ended": branching_off}
 
     def _settle(self, s: _Seq, eos: int | None) -> None:
         """Whether a sequence that just took a forced token is finished."""

@@ -215,7 +215,7 @@ def test_selection_by_verifier():
 
 def test_bad_hyperparameters_are_rejected():
     for kw in ({"M": 0}, {"top_k": 1}, {"chunk_tokens": 0}, {"selection": "vote"}, {"fork": "top3"},
-               {"adapt_generation": "x"}, {"entropy_percentile": 101}):
+               {"adapt_generation": "x"}, {"entropy_percentile": 101}, {"max_tokens_without_branch": 0}):
         with pytest.raises(ValueError):
             EntropyBranching(**kw)
 
@@ -361,3 +361,16 @@ def test_dynamic_threshold_numbers():
     assert dynamic_threshold(hist, 2, 0.7) == pytest.approx(max(0.7, float(np.percentile([0.1, 2.0], 99))))
     assert dynamic_threshold(hist, 3, 0.7) == pytest.approx(float(np.percentile([0.1, 2.0, 0.3, 1.5], 99)))
     assert dynamic_threshold(hist, 3, 9.0) == 9.0  # never below theta
+
+
+def test_branching_ends_after_max_tokens_without_branch():
+    # ten certain tokens, then a two-way split at position 10
+    eng = FakeEngine(completions=[("aaaaaaaaaaX\\boxed{1}", 0.5), ("aaaaaaaaaaY\\boxed{2}", 0.5)])
+    kw = {"M": 8, "theta": 0.5, "top_k": TOP_K, "chunk_tokens": 4, "temperature": 1.0, "adapt": False}
+    # as the reference: at position p, p tokens have passed since the start (or p - f - 1 since
+    # a fork at f); branching ends when that reaches the gap
+    for gap, forks in ((5, []), (10, []), (11, [10]), (None, [10])):
+        res = run(EntropyBranching(**kw, max_tokens_without_branch=gap).solve(P, make_ctx(eng, seed=0)))
+        assert [f["pos"] for f in res.stats["forks"]] == forks
+        assert res.stats["branching_ended"] == (not forks)
+    assert EntropyBranching().max_tokens_without_branch == 1000
