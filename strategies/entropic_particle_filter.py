@@ -23,7 +23,11 @@ temperature ``beta = 1/tau``):
   by bisection; ESS grows monotonically with tau).
 
 Otherwise the resampling is the plain PF one. The final answer uses the untempered
-weights.
+weights. Defaults as its_hub's `EntropicParticleFiltering` (`its_hub/core/algorithms/
+particle_gibbs.py`): systematic resampling, ``ess`` temperature, ``ess_threshold`` 0.5,
+``early_phase`` 0.5, T = the step generator's ``max_steps``; its ESS and entropy clip
+the probabilities to [1e-7, 1 - 1e-7] first and it does not normalise the entropy for
+N <= 2 (negligible differences), and it has no look-ahead modulation.
 
 Look-ahead Modulation (LaM). To judge a state by its potential rather than its
 current score alone, each distinct unfinished particle samples `look_ahead`
