@@ -22,7 +22,7 @@ replayed offline); `Result.stats["top_k"]` lists the returned answers in rank or
 (answer, frequency, reward, candidate index); `Result.answer` is the first of them.
 With k > 1 the result is graded as the paper's Pass@k: correct when any of the k
 returned answers is (`Result.stats["submitted"]`, their candidate indices, read by
-`tasks.base.grade_submitted` after grading; the first answer's own grade is kept in
+`ttscale.task.grade_submitted` after grading; the first answer's own grade is kept in
 `Result.grading["first_answer_correct"]`).
 """
 
@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from strategies.base import Strategy
-from strategies.sampling import sample_candidates, score_candidates
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.sampling import sample_candidates, score_candidates
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem, Result
 
@@ -41,6 +41,10 @@ CLASS_REWARDS = ("max", "mean")
 class BestOfMajority(Strategy):
     name = "best_of_majority"
     requires_verifier = True
+    count_params = ("n", "k")
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.max_tokens, "max_tokens")  # n whole samples
 
     def __init__(
         self,

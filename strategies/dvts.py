@@ -36,8 +36,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from strategies.beam_search import BeamSearch
-from strategies.steps import Node, Sampling, SearchStats, StepConfig, candidates_of, expand_all, score_nodes
+from ttscale.strategies.beam_search import BeamSearch
+from ttscale.strategies.steps import Node, Sampling, SearchStats, StepConfig, candidates_of, expand_all, score_nodes
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
 

@@ -7,12 +7,12 @@ from collections import Counter
 
 import pytest
 
-from backends.fake import FakeEngine
-from strategies.best_of_majority import BestOfMajority
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.best_of_majority import BestOfMajority
 from tests.helpers import make_ctx
 from ttscale.budget import Budget
 from ttscale.types import Candidate, Problem
-from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 P = Problem(id="b1", question="q")
 
@@ -119,7 +119,7 @@ PASS_K_REWARDS = {"1": 0.1, "2": 0.6, "3": 0.8}  # top-2 by reward: 3 then 2
 @pytest.mark.parametrize("k, reference, correct", [(2, "2", True), (2, "3", True), (2, "1", False),
                                                    (1, "2", False), (1, "3", True)])
 def test_k_answers_are_graded_as_pass_at_k(k, reference, correct):
-    from tasks.base import grade_submitted
+    from ttscale.task import grade_submitted
     from tests.helpers import ToyTask
     from ttscale.types import Reference
 

@@ -10,13 +10,13 @@ import math
 import numpy as np
 import pytest
 
-from backends.fake import FakeEngine
-from strategies.entropy_branching import BudgetPool, EntropyBranching
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.entropy_branching import BudgetPool, EntropyBranching
 from tests.helpers import make_ctx
 from ttscale.budget import Budget
 from ttscale.engine import entropy_from_logprobs
 from ttscale.types import Problem
-from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 P = Problem(id="e1", question="branchy")
 TOP_K = 5
@@ -353,7 +353,7 @@ def test_config_defaults_are_the_references():
 
 
 def test_dynamic_threshold_numbers():
-    from strategies.eager_rules import dynamic_threshold
+    from ttscale.strategies.eager_rules import dynamic_threshold
 
     nan = float("nan")
     hist = [[0.1, 2.0, 0.3, 5.0], [nan, nan, 1.5]]  # the second: a branch forked at position 2

@@ -1,0 +1,315 @@
+"""The sandbox launcher: the process `ttscale.sandbox.sandbox.Sandbox` starts for each program.
+
+    python -s -S -B [-P] verifiers/_launcher.py SPEC      (SPEC: marshal, hex-encoded)
+
+Standard library only, and only cheap modules at start-up (no json, no asyncio): it
+runs once per sandboxed program. Steps, for mode "namespaces" (root) / "userns":
+
+1. unshare(2) new mount, PID, network, IPC, UTS (+ user, for "userns") namespaces;
+2. filesystem: mounts made private; a size-limited tmpfs over each world-writable
+   scratch dir (/tmp, /var/tmp, /dev/shm, /run/lock); directories the sandbox uid could
+   not traverse on the way to the interpreter (e.g. /root, mode 0700, holding a pyenv
+   Python) covered by an empty tmpfs with the interpreter's prefix bound back
+   read-only; every pre-existing mount remounted read-only; the work dir bound back
+   read-write at its own path;
+3. fork: the child is PID 1 of the new PID namespace. It gets SIGKILL when the
+   launcher dies (PDEATHSIG), mounts a /proc of its own namespace, sets no_new_privs
+   and the rlimits, drops to the run's unprivileged uid/gid (namespaces mode), drops
+   every capability, and runs the script in this interpreter (no second interpreter
+   start-up: the launcher itself was started with PYTHONHASHSEED=0 and the program's
+   stripped environment);
+4. the launcher waits and exits with the child's status (or dies of its signal).
+
+Mode "none" skips 1-2 and the uid switch. A setup failure exits with status 125
+after writing {"sandbox_error": ...} to the report pipe (fd 3 in the program).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+# World-writable places a program could otherwise write to; each gets a private tmpfs.
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
+REPORT_FD = 3  # the program's structured-report pipe
+SETUP_FAILED = 125  # exit status when the sandbox could not be set up
+
+
+def json_line(obj: dict) -> bytes:
+    """A JSON line for a flat dict of str/int/float/bool/None (no json import: start-up cost)."""
+    def enc(v) -> str:
+        if v is None:
+            return "null"
+        if v is True or v is False:
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v) if v == v and v not in (float("inf"), float("-inf")) else "null"
+        s = str(v)
+        out = ['"']
+        for ch in s:
+            o = ord(ch)
+            if ch == '"' or ch == "\\":
+                out.append("\\" + ch)
+            elif o < 0x20 or 0xD800 <= o <= 0xDFFF:
+                out.append("\\u%04x" % o)
+            else:
+                out.append(ch)
+        out.append('"')
+        return "".join(out)
+
+    return ("{" + ",".join(enc(str(k)) + ":" + enc(v) for k, v in obj.items()) + "}\n").encode("utf-8", "replace")
+
+
+def under(path: str, roots) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _libc():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return libc
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        import ctypes
+
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _mount(libc, src, target: str, fstype, flags: int, data=None) -> None:
+    def enc(s):
+        return None if s is None else s.encode()
+
+    _check(libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def _mountinfo() -> list:
+    """(mount point, flags to keep on a read-only remount) of every mount."""
+    keep = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+            "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            mp = parts[4]
+            for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+                mp = mp.replace(esc, ch)
+            flags = 0
+            for opt in parts[5].split(","):
+                flags |= keep.get(opt, 0)
+            out.append((mp, flags))
+    return out
+
+
+def _setup_filesystem(libc, spec: dict) -> None:
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
+    mounts = _mountinfo()
+    workdir = spec["workdir"]
+    # Handles on what is bound back after its surroundings are covered.
+    work_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY)
+    binds = [(hidden, os.open(target, os.O_PATH | os.O_DIRECTORY), target) for hidden, target in spec["expose"]]
+    covered: list = []
+    size = "size=%dm" % int(spec["tmpfs_mb"])
+    for d in SCRATCH_DIRS:
+        if os.path.isdir(d) and not os.path.islink(d) and not under(d, covered):
+            _mount(libc, "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=1777")
+            covered.append(d)
+    for hidden, fd, target in binds:
+        if hidden and not under(hidden, covered):
+            _mount(libc, "tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+            covered.append(hidden)
+        os.makedirs(target, exist_ok=True)
+        _mount(libc, "/proc/self/fd/%d" % fd, target, None, MS_BIND | MS_REC)
+        _mount(libc, None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
+    # Read-only: every mount that existed (those now under a new tmpfs are unreachable).
+    # A mount that refuses is still protected by the uid switch.
+    for mp, keep in mounts:
+        if not under(mp, covered):
+            try:
+                _mount(libc, None, mp, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+            except OSError:
+                pass
+    os.makedirs(workdir, exist_ok=True)
+    _mount(libc, "/proc/self/fd/%d" % work_fd, workdir, None, MS_BIND)
+    _mount(libc, None, workdir, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+    os.close(work_fd)
+
+
+def _set_limits(spec: dict) -> None:
+    import resource
+
+    mib = 1024 * 1024
+
+    def setl(res: int, soft: int, hard=None) -> None:
+        hard = soft if hard is None else hard
+        cur_hard = resource.getrlimit(res)[1]
+        if cur_hard != resource.RLIM_INFINITY:
+            soft, hard = min(soft, cur_hard), min(hard, cur_hard)
+        resource.setrlimit(res, (soft, hard))
+
+    setl(resource.RLIMIT_CPU, int(spec["cpu"]), int(spec["cpu"]) + 1)
+    setl(resource.RLIMIT_AS, int(spec["memory_mb"]) * mib)
+    setl(resource.RLIMIT_FSIZE, int(spec["max_file_mb"]) * mib)
+    setl(resource.RLIMIT_NOFILE, int(spec["max_open_files"]))
+    setl(resource.RLIMIT_CORE, 0)
+    setl(resource.RLIMIT_NPROC, int(spec["nproc"]))
+
+
+def _drop_capabilities(libc) -> None:
+    """No capability left, in any namespace (userns mode keeps a full set otherwise)."""
+    import ctypes
+
+    for cap in range(64):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(libc.capset(header, data), "capset")
+
+
+def _run_script(path: str) -> None:
+    """Run `path` as __main__ in this (fresh, isolated) interpreter, like `python path`."""
+    import builtins
+    import types
+
+    with open(path, "rb") as f:
+        source = f.read()
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    sys.argv = [path]
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
+    try:
+        exec(compile(source, path, "exec", dont_inherit=True), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - report as `python path` would, minus our frames
+        tb = e.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        sys.excepthook(type(e), e, tb)
+        raise SystemExit(1) from None
+
+
+def main(spec: dict) -> None:
+    mode = spec["mode"]
+    report_fd = spec["report_fd"]
+
+    def fail(msg: str) -> None:
+        try:
+            os.write(report_fd, json_line({"sandbox_error": msg}))
+        except OSError:
+            pass
+        sys.stderr.write("sandbox setup failed: %s\n" % msg)
+        sys.stderr.flush()
+        os._exit(SETUP_FAILED)
+
+    libc = None
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if mode in ("namespaces", "userns"):
+            libc = _libc()
+            outer_uid, outer_gid = os.getuid(), os.getgid()
+            flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+            if mode == "userns":
+                flags |= CLONE_NEWUSER
+            _check(libc.unshare(flags), "unshare")
+            if mode == "userns":
+                with open("/proc/self/setgroups", "w") as f:
+                    f.write("deny")
+                with open("/proc/self/uid_map", "w") as f:
+                    f.write("1000 %d 1" % outer_uid)
+                with open("/proc/self/gid_map", "w") as f:
+                    f.write("1000 %d 1" % outer_gid)
+            _setup_filesystem(libc, spec)
+    except Exception as e:  # noqa: BLE001 - reported; the parent falls back to a weaker mode
+        fail("%s: %s" % (type(e).__name__, e))
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if libc is not None:
+                # Launcher gone (killed on timeout) -> the program dies, and with it, as
+                # PID 1, everything left in its namespace.
+                _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
+                try:  # a /proc of its own PID namespace: the parent's processes vanish
+                    _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                except OSError:  # not allowed here: no /proc at all rather than the parent's
+                    _mount(libc, "tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k")
+                _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
+            if report_fd != REPORT_FD:
+                os.dup2(report_fd, REPORT_FD)
+                os.close(report_fd)
+            _set_limits(spec)
+            if mode == "namespaces":
+                os.setgroups([])
+                os.setresgid(spec["gid"], spec["gid"], spec["gid"])
+                os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+            if libc is not None:
+                _drop_capabilities(libc)
+            os.chdir(spec["workdir"])
+        except BaseException as e:  # noqa: BLE001
+            try:
+                os.write(REPORT_FD, json_line({"sandbox_error": "%s: %s" % (type(e).__name__, e)}))
+            except OSError:
+                pass
+            os._exit(SETUP_FAILED)
+        _run_script(spec["script"])  # exceptions/SystemExit: the interpreter's usual exit
+        return
+    os.close(report_fd)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:  # pragma: no cover
+            continue
+    if os.WIFSIGNALED(status):  # die of the same signal, so the parent sees it
+        sig = os.WTERMSIG(status)
+        if sig != signal.SIGKILL:
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.WEXITSTATUS(status))
+
+
+if __name__ == "__main__":
+    import marshal
+
+    main(marshal.loads(bytes.fromhex(sys.argv[1])))
