@@ -134,6 +134,12 @@ def test_k_answers_are_graded_as_pass_at_k(k, reference, correct):
         assert res.grading == {"first_answer_correct": reference == "3", "pass_at_k": k}
     else:
         assert res.grading == {}
+    # pass_at_k=false: the first answer only, whatever k
+    ctx = make_ctx(FakeEngine(completions=PASS_K), verifier=AnswerReward(PASS_K_REWARDS), seed=0)
+    res = asyncio.run(BestOfMajority(n=40, k=k, alpha=0.05, temperature=1.0, pass_at_k=False).solve(P, ctx))
+    ToyTask().grade(P, Reference(answer=reference), res)
+    grade_submitted(res)
+    assert res.correct is (reference == "3") and res.grading == {}
 
 
 def test_pass_at_k_through_the_runner(tmp_path):

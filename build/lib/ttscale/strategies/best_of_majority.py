@@ -20,6 +20,10 @@ first.
 `Result.candidates` holds all N samples (each scored, so best-of-k and maj@k can be
 replayed offline); `Result.stats["top_k"]` lists the returned answers in rank order
 (answer, frequency, reward, candidate index); `Result.answer` is the first of them.
+With k > 1 the result is graded as the paper's Pass@k: correct when any of the k
+returned answers is (`Result.stats["submitted"]`, their candidate indices, read by
+`ttscale.task.grade_submitted` after grading; the first answer's own grade is kept in
+`Result.grading["first_answer_correct"]`).
 """
 
 from __future__ import annotations
@@ -111,6 +115,7 @@ class BestOfMajority(Strategy):
                 "answer_classes": len(classes),
                 "kept_classes": sum(1 for cl in classes if cl["frequency"] >= self.alpha - 1e-12),
                 "top_k": top,
+                "submitted": [cl["index"] for cl in top],  # graded as Pass@k (any of them)
                 "classes": classes,
                 "verifier_calls": ctx.ledger.usage.verifier_calls,
             },
