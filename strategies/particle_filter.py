@@ -24,6 +24,16 @@ reference implementation. The loop ends when every particle is finished (or the
 budget is spent). The answer is the particle with the highest weight
 (``selection: argmax``) or the answer class with the largest total softmax weight
 (``selection: weighted_vote``).
+
+Checked against the reference code (Red-Hat-AI-Innovation-Team/its_hub,
+`its_hub/core/algorithms/particle_gibbs.py`, `ParticleFiltering` = `ParticleGibbs` with
+one iteration): the same softmax at temperature 1 over ``_inv_sigmoid`` weights clipped
+at 1e-7, multinomial resampling, stopped particles kept with their final weight, argmax
+selection, and the PRM's score of the latest partial trajectory as the weight
+(``aggregation: last``). Differences: its_hub offers ``sample`` as a final selection
+(ttscale: ``weighted_vote``), Particle Gibbs (several iterations with reference
+particles, not here), and its `ParticleFiltering` accepts a resampling method it does
+not pass on (always multinomial; ttscale honours ``resampling``).
 """
 
 from __future__ import annotations

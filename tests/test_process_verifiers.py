@@ -526,7 +526,10 @@ def test_verifier_configs_instantiate_without_loading_a_model(name):
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "verifier" / f"{name}.yaml"
     v = instantiate(OmegaConf.load(conf))
-    assert isinstance(v, ProcessVerifier) and v.name == name and v.aggregation == "min"
+    # the PRMs aggregate as search-and-learn (agg_strategy="last"); ttscale's own step
+    # scorers keep min (a per-step checker has no "score of the prefix" of its own)
+    expected = "last" if name in ("prm_vllm", "prm_hf") else "min"
+    assert isinstance(v, ProcessVerifier) and v.name == name and v.aggregation == expected
     if name in ("prm_vllm", "prm_hf"):
         assert v.model_name == "Qwen/Qwen2.5-Math-PRM-7B"
         assert getattr(v, "_model", None) is None and getattr(v, "_format", None) is None  # lazy

@@ -142,6 +142,21 @@ class Task:
         self.grade(problem, reference, result)
 
 
+def grade_submitted(result: Result) -> None:
+    """Pass@k grading (Di et al. 2025, arXiv:2510.03199, best-of-majority): a strategy that
+    submits several answers lists their candidate indices in `result.stats["submitted"]`;
+    the result is then correct when any submitted answer is. Call after `Task.grade` (the
+    candidates must be graded). The first answer's own grade stays in
+    `result.grading["first_answer_correct"]`, k in `result.grading["pass_at_k"]`. One
+    answer (or none listed): nothing changes."""
+    idx = result.stats.get("submitted") if isinstance(result.stats, dict) else None
+    if not idx or len(idx) < 2:
+        return
+    result.grading["first_answer_correct"] = result.correct
+    result.grading["pass_at_k"] = len(idx)
+    result.correct = any(bool(result.candidates[i].correct) for i in idx)
+
+
 def cluster_answers(task: Task, candidates: Sequence[Candidate]) -> list[int | None]:
     """Assign each candidate an answer-equivalence class id (None when it has no answer).
 
