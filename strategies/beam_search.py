@@ -22,6 +22,7 @@ before the budget ran out); the answer is the one with the best aggregated PRM s
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from strategies.base import Strategy
@@ -57,6 +58,8 @@ class BeamSearch(Strategy):
 
     name = "beam_search"
     requires_verifier = True
+    score_needs = {"selection=weighted_vote": (0.0, math.inf, "the vote weighs an answer class by the sum of its "
+                                                           "scores, so negative scores would make a larger class weigh less")}
 
     def __init__(
         self,

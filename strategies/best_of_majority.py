@@ -37,6 +37,7 @@ CLASS_REWARDS = ("max", "mean")
 class BestOfMajority(Strategy):
     name = "best_of_majority"
     requires_verifier = True
+    independent_samples = True
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from ttscale.types import Problem, Result
 class BestOfN(Strategy):
     name = "best_of_n"
     requires_verifier = True
+    independent_samples = True
 
     def __init__(self, n: int = 8, temperature: float = 0.7, top_p: float = 1.0, max_tokens: int = 256) -> None:
         self.n, self.temperature, self.top_p, self.max_tokens = n, temperature, top_p, max_tokens

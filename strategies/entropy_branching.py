@@ -57,6 +57,7 @@ pool's deposits/draws.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,8 @@ class _Seq:
 
 class EntropyBranching(Strategy):
     name = "entropy_branching"
+    score_needs = {"selection=weighted_vote": (0.0, math.inf, "the vote weighs an answer class by the sum of its "
+                                                           "scores, so negative scores would make a larger class weigh less")}
 
     def __init__(
         self,

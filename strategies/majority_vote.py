@@ -8,6 +8,8 @@ best-of-k and weighted@k curves can be replayed from the same samples.
 
 from __future__ import annotations
 
+import math
+
 from strategies.base import Strategy
 from strategies.sampling import plurality, sample_candidates, score_candidates
 from ttscale.context import SolveContext
@@ -16,6 +18,7 @@ from ttscale.types import Problem, Result
 
 class MajorityVote(Strategy):
     name = "majority_vote"
+    independent_samples = True
 
     def __init__(self, n: int = 8, temperature: float = 0.7, top_p: float = 1.0, max_tokens: int = 256) -> None:
         self.n, self.temperature, self.top_p, self.max_tokens = n, temperature, top_p, max_tokens
@@ -45,6 +48,8 @@ class WeightedMajorityVote(MajorityVote):
 
     name = "weighted_majority"
     requires_verifier = True
+    score_needs = {"": (0.0, math.inf, "an answer class weighs the sum of its scores, so negative scores would make "
+                                       "a larger class weigh less")}
 
     def weights(self, cands) -> list[float]:
         return [c.score if c.score is not None else 0.0 for c in cands]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,51 @@ def test_group_choice_check_reads_conf_and_searchpath(tmp_path):
     extra.mkdir(parents=True)
     (extra / "fake.yaml").write_text("_target_: backends.fake.FakeEngine\n")
     assert check_group_choices(["backend=fake", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]) is None
+
+
+# ---------------------------------------------------------------- no silent no-ops
+def test_unbounded_scores_under_a_logit_weighting_are_refused_in_one_line(tmp_path):
+    root = tmp_path / "out"
+    p = run_cli(root, "strategy=particle_filter", "verifier=self_certainty", "verifier.output=mean_logprob")
+    assert_rejected(p, root, "strategy.weighting=logit", "[0, 1]", "self_certainty", "(-inf, 0]", "verifier.output=prob")
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["strategy=particle_filter"], "strategy.weighting=logit"),
+    (["strategy=particle_filter", "strategy.weighting=log"], "strategy.weighting=log"),
+    (["strategy=entropic_particle_filter"], "strategy.weighting=logit"),
+    (["strategy=a_star"], "strategy a_star"),
+    (["strategy=weighted_majority"], "strategy weighted_majority"),
+    (["strategy=beam_search", "strategy.selection=weighted_vote"], "strategy.selection=weighted_vote"),
+])
+def test_strategies_that_need_bounded_scores_refuse_raw_log_probs(tmp_path, overrides, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        run(cfg_for(tmp_path, *overrides, "verifier=self_certainty", "verifier.output=mean_logprob", "run.dry_run=true"))
+    assert not (tmp_path / "default").exists()
+
+
+@pytest.mark.parametrize("strategy", ["a_star", "beam_search", "dvts", "particle_filter", "entropic_particle_filter",
+                                      "best_of_n", "best_of_majority", "weighted_majority", "majority_vote",
+                                      "entropy_branching"])
+@pytest.mark.parametrize("verifier", ["self_certainty", "arithmetic_checker", "judge_steps", "oracle"])
+def test_shipped_verifiers_declare_scores_every_shipped_strategy_can_read(tmp_path, strategy, verifier):
+    from hydra.utils import instantiate
+
+    from ttscale.validate import check_score_range
+
+    cfg = cfg_for(tmp_path, f"strategy={strategy}", f"verifier={verifier}")
+    check_score_range(instantiate(cfg.strategy), instantiate(cfg.verifier))  # the objects, not key names
+
+
+def test_the_check_reads_the_built_verifier_not_its_name():
+    from strategies.particle_filter import ParticleFilter
+    from ttscale.validate import check_score_range
+    from verifiers.arithmetic_checker import ArithmeticChecker
+    from verifiers.base import Verifier
+
+    check_score_range(ParticleFilter(), ArithmeticChecker())
+    with pytest.raises(ConfigError, match=r"\[-1, 1\]"):  # its configured levels leave [0, 1]
+        check_score_range(ParticleFilter(), ArithmeticChecker(wrong_score=-1.0))
+    check_score_range(ParticleFilter(weighting="identity"), ArithmeticChecker(wrong_score=-1.0))
+    with pytest.raises(ConfigError, match=r"\(-inf, inf\)"):  # a verifier that declares nothing is unbounded
+        check_score_range(ParticleFilter(), Verifier())

@@ -163,7 +163,7 @@ def shard_items(items: list, shard: int, num_shards: int) -> list:
 
 def prepare(cfg: DictConfig) -> Plan:
     """Build and check everything except the engine. Raises ConfigError."""
-    from ttscale.validate import validate_config
+    from ttscale.validate import check_score_range, validate_config
 
     validate_config(cfg)  # the values themselves, before anything is built
     task = _build(cfg, "task")
@@ -180,6 +180,7 @@ def prepare(cfg: DictConfig) -> Plan:
     verifier = _build(cfg, "verifier")
     if getattr(strategy, "requires_verifier", False) and verifier is None:
         raise ConfigError(f"strategy {_choice(cfg, 'strategy')} needs a verifier: set verifier=<name>")
+    check_score_range(strategy, verifier)  # a verifier whose scores cannot guide the strategy
     try:
         budget = Budget(**OmegaConf.to_container(cfg.budget, resolve=True)) if cfg.get("budget") else Budget()
     except (TypeError, ValueError) as e:
@@ -230,6 +231,8 @@ async def solve_and_grade(plan: Plan, engine: Any, problem: Problem, reference: 
         result.error = result.error or f"grading failed: {type(e).__name__}: {e}"
     rec = result.to_dict()
     rec["index"] = index
+    # Whether the candidates are independent samples: curves over k are computed only then.
+    rec["independent_samples"] = bool(getattr(plan.strategy, "independent_samples", False))
     if is_oracle:
         rec["verifier_is_oracle"] = True
     return rec

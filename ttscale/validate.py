@@ -43,6 +43,7 @@ budget compares strategies at matched compute; a warning says so.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
@@ -424,6 +425,36 @@ def validate_config(cfg: DictConfig) -> None:
     """Every check above, in order; the first failure raises `ConfigError` (one line)."""
     for check in CHECKS:
         check(cfg)
+
+
+def _interval(r: Sequence[float]) -> str:
+    lo, hi = float(r[0]), float(r[1])
+    return f"{'(' if lo == -math.inf else '['}{lo:g}, {hi:g}{')' if hi == math.inf else ']'}"
+
+
+def check_score_range(strategy: Any, verifier: Any) -> None:
+    """A strategy guided by verifier scores it cannot read is rejected, not run: each
+    `strategy.score_needs` entry that applies ("" always, "setting=value" when the built
+    strategy has that value) must contain the built verifier's `score_range` (undeclared:
+    unbounded). E.g. particle filtering's logit weighting clips every negative mean
+    log-probability to the same weight, so the resampling would be uniform."""
+    if strategy is None or verifier is None:
+        return
+    have = tuple(getattr(verifier, "score_range", (-math.inf, math.inf)))
+    for setting, (low, high, why) in (getattr(strategy, "score_needs", None) or {}).items():
+        attr, _, value = setting.partition("=")
+        if attr and str(getattr(strategy, attr, None)) != value:
+            continue
+        if have[0] < low or have[1] > high:
+            sname = getattr(strategy, "name", type(strategy).__name__)
+            vname = getattr(verifier, "name", type(verifier).__name__)
+            where = f"strategy.{setting}" if attr else f"strategy {sname}"
+            raise ConfigError(
+                f"{where} needs verifier scores in {_interval((low, high))}, but verifier {vname} scores in "
+                f"{_interval(have)}: {why}; choose a verifier whose scores fit"
+                + (f" ({getattr(verifier, 'bounded_override')})" if getattr(verifier, "bounded_override", None) else "")
+                + (f" or another strategy.{attr}" if attr else "")
+            )
 
 
 def remove_hydra_output_dir() -> None:
