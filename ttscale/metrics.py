@@ -26,6 +26,13 @@ Rules (also stated in the README's metrics section)
   means (counted in ``notes``). weighted@k is exact where possible, otherwise a
   seeded Monte Carlo estimate; ``curves["weighted"][k]["method"]`` says which
   ("exact", "monte_carlo", or "mixed" across problems).
+* **Only pools of independent samples get curves.** A record says whether its
+  candidates are independent samples (``independent_samples``, from the strategy's
+  class attribute); when they are not (a search's final pool), no curve over k is
+  computed, and ``search/*`` and ``pool/distinct_texts_mean`` describe the search
+  instead (`ttscale.pools`). Records that do not say (older runs) get curves, with a note.
+* **Finish reasons**: ``finish/<class>_share`` of all candidates for end of sequence,
+  step cap, token cap, budget and other (`ttscale.finish`), with the raw counts.
 * **Confidence intervals** are problem-level percentile bootstraps (seeded
   numpy Generator, ``n_boot`` resamples, 95% by default): problems are
   resampled with replacement, and every metric uses the same resamples.
@@ -43,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from ttscale.estimators import best_of_curve, maj_curve, pass_curve, weighted_curve
+from ttscale.finish import count_reasons, finish_shares
+from ttscale.pools import distinct_texts, independence, search_stats, search_summary
 
 CURVE_METRICS = ("pass", "maj", "best_of", "weighted")
 SCORED_METRICS = ("best_of", "weighted")
@@ -122,6 +131,10 @@ class ProblemEntry:
     failed: bool
     graded: bool
     usage: np.ndarray = field(default_factory=_no_usage)  # float64 per USAGE_KEYS, nan = absent
+    independent: bool | None = None  # the record's `independent_samples` (None: not recorded)
+    finish: dict[str, int] = field(default_factory=dict)  # raw finish_reason -> candidates (ttscale.finish)
+    search: dict[str, float] = field(default_factory=dict)  # search statistics (ttscale.pools)
+    distinct: int = 0  # distinct candidate texts
 
 
 def problem_entry(record: Mapping[str, Any]) -> ProblemEntry:
@@ -134,13 +147,19 @@ def problem_entry(record: Mapping[str, Any]) -> ProblemEntry:
     row = _no_usage()
     for k, v in usage.items():
         row[USAGE_INDEX[k]] = v
+    cands = record.get("candidates") or []
+    flag = record.get("independent_samples")
     return ProblemEntry(
         problem_id=str(record["problem_id"]),
-        pool=Pool.from_candidates(record.get("candidates") or []),
+        pool=Pool.from_candidates(cands),
         correct=bool(record.get("correct")) and not failed,
         failed=failed,
         graded=record.get("correct") is not None,
         usage=row,
+        independent=flag if isinstance(flag, bool) else None,
+        finish=count_reasons(cands),
+        search=search_stats(record.get("stats")),
+        distinct=distinct_texts(cands),
     )
 
 
@@ -373,6 +392,9 @@ def per_problem_values(records: Iterable[Mapping[str, Any]], metric: str = "accu
         if k is None:
             out[e.problem_id] = float(e.correct)
             continue
+        if e.independent is False:
+            raise ValueError(f"{metric} is not defined for problem {e.problem_id}: its candidates are not independent "
+                             "samples (a search's pool); compare accuracy instead")
         v = float(problem_metrics(e, [k], [name], seed=seed, **kwargs).values[name][0])
         if math.isnan(v):
             raise ValueError(f"{metric} is undefined for problem {e.problem_id} (pool of {e.pool.n}, scores: {e.pool.has_scores})")
@@ -440,7 +462,10 @@ def compute_metrics(
     maj, best_of, weighted, ``pool_size_min``/``pool_size_max``,
     ``curves_max_k``, and usage as ``<stem>_total``/``<stem>_mean`` (per
     problem), e.g. ``tokens/generated_total``, ``flops/all_mean``,
-    ``verifier/calls_total``, ``time/wall_total``. Nested: ``curves`` ->
+    ``verifier/calls_total``, ``time/wall_total``; ``pool/independent_samples`` (True,
+    False: no curves, or None: not recorded), ``pool/distinct_texts_mean``,
+    ``search/<stat>_mean`` (`ttscale.pools`), ``finish/<class>_share`` and
+    ``finish/candidates`` (`ttscale.finish`). Nested: ``finish_reasons``, ``curves`` ->
     metric -> str(k) -> {"mean", "ci"} (weighted also "method",
     "monte_carlo_problems", "monte_carlo_stderr"), ``bootstrap`` (its
     settings) and ``notes`` (plain-language caveats). Undefined values are None.
@@ -466,6 +491,13 @@ def compute_metrics(
         notes.append(f"{out['failed']} failed problem(s) count as wrong in accuracy and in every curve")
     if out["ungraded"]:
         notes.append(f"{out['ungraded']} problem(s) without a grade count as wrong")
+    independent, pool_note = independence(e.independent for e in items)
+    out["pool/independent_samples"] = independent
+    if pool_note:
+        notes.append(pool_note)
+    out.update(finish_shares(e.finish for e in items))
+    live = [e for e in items if not e.failed]
+    out.update(search_summary([e.search for e in live], [e.distinct for e in live]))
 
     # usage
     for key, stem in USAGE_KEYS.items():
@@ -491,6 +523,9 @@ def compute_metrics(
     if positive:
         n_min, n_max = min(positive), max(positive)
         out["pool_size_min"], out["pool_size_max"] = n_min, n_max
+    if positive and independent is False:
+        out["curves_max_k"] = None  # not samples: no curves over k (see ttscale.pools)
+    elif positive:
         if n_min != n_max:
             notes.append(f"pool sizes differ ({n_min}..{n_max}): curves stop at the smallest, k <= {n_min}")
         empty = sum(1 for s in sizes if s == 0)

@@ -10,7 +10,8 @@ the verifier, and the model or task when those vary across the runs) form one li
 `plot_scaling` draws accuracy against generated tokens, FLOPs and samples per problem
 (x = the mean per-problem cost of each run), with 95% CI bands. `plot_k_curves` draws
 the accuracy-vs-k curves of parallel strategies (maj@k, pass@k, best_of@k,
-weighted@k) from the sample pools stored in each run (metrics.json "curves").
+weighted@k) from the sample pools stored in each run (metrics.json "curves"); a run
+whose pool is not independent samples (a search) has none and is not drawn there.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from ttscale.pools import sample_curves
 
 # x axes of the scaling figure: (key, axis label, metrics key of the per-problem mean)
 X_AXES = (
@@ -291,10 +294,11 @@ def _human_ticks(ax) -> None:
 
 
 def k_curve_runs(lines: dict[str, list[Point]]) -> dict[str, RunData]:
-    """Per label, the run with the largest stored pool that has curves over k (first seed)."""
+    """Per label, the run with the largest stored pool that has curves over k (first seed);
+    only runs whose pools are independent samples (`ttscale.pools.sample_curves`)."""
     out: dict[str, RunData] = {}
     for label, pts in lines.items():
-        cands = [r for p in pts for r in p.runs if (r.metrics.get("curves") or {}).get("maj") or (r.metrics.get("curves") or {}).get("pass")]
+        cands = [r for p in pts for r in p.runs if sample_curves(r.metrics).get("maj") or sample_curves(r.metrics).get("pass")]
         if cands:
             out[label] = max(cands, key=lambda r: (r.metrics.get("curves_max_k") or 0, -len(str(r.seed))))
     return out
@@ -307,7 +311,7 @@ def plot_k_curves(runs: dict[str, RunData], metrics: Sequence[str] = ("maj", "we
     fig, ax = plt.subplots(figsize=(6.5, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, (label, run) in enumerate(runs.items()):
-        curves = run.metrics.get("curves") or {}
+        curves = sample_curves(run.metrics)
         color = colors[j % len(colors)]
         for m in metrics:
             c = curves.get(m)
@@ -372,7 +376,7 @@ def make_scaling_plot(
     kfig.savefig(k_png, dpi=dpi)
     payload = {
         "lines": {label: [p.to_dict() for p in pts] for label, pts in lines.items()},
-        "k_curves": {label: {"run_dir": str(r.run_dir), "n": r.n, "curves": r.metrics.get("curves")} for label, r in kruns.items()},
+        "k_curves": {label: {"run_dir": str(r.run_dir), "n": r.n, "curves": sample_curves(r.metrics)} for label, r in kruns.items()},
         "unmerged_runs": [str(r.run_dir) for r in runs if not r.merged],
     }
     data.write_text(json.dumps(payload, indent=2, default=str))
