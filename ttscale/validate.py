@@ -451,7 +451,7 @@ def check_score_range(strategy: Any, verifier: Any) -> None:
             where = f"strategy.{setting}" if attr else f"strategy {sname}"
             raise ConfigError(
                 f"{where} needs verifier scores in {_interval((low, high))}, but verifier {vname} scores in "
-                f"{_interval(have)}: {why}; choose a verifier whose scores fit"
+                f"{_interval(have)} (its score_range): {why}; choose a verifier whose scores fit"
                 + (f" ({getattr(verifier, 'bounded_override')})" if getattr(verifier, "bounded_override", None) else "")
                 + (f" or another strategy.{attr}" if attr else "")
             )

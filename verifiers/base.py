@@ -62,10 +62,10 @@ class ProcessVerifier(Verifier):
         self.aggregation = aggregation
         self.step_delimiter = step_delimiter
 
-    def steps_of(self, candidate: Candidate) -> list[str]:
-        """The step-split path of a candidate: its own steps (a search's), else its text
-        cut on `step_delimiter` as a search would have cut it."""
-        return list(candidate.steps) if candidate.steps else split_steps(candidate.text, self.step_delimiter)
+    def paths_of(self, candidates: Sequence[Candidate]) -> list[list[str]]:
+        """The step-split path `score` gives `score_steps` for each candidate: its own steps
+        (a search's), else its text cut on `step_delimiter` as a search would have cut it."""
+        return [list(c.steps) if c.steps else split_steps(c.text, self.step_delimiter) for c in candidates]
 
     async def score_steps(
         self, problem: Problem, steps: Sequence[Sequence[str]], ctx: SolveContext
@@ -73,7 +73,7 @@ class ProcessVerifier(Verifier):
         raise NotImplementedError
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
-        steps = [self.steps_of(c) for c in candidates]
+        steps = self.paths_of(candidates)
         per_step = await self.score_steps(problem, steps, ctx)
         for c, s in zip(candidates, per_step):
             c.step_scores = list(s)
