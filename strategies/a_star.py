@@ -44,12 +44,12 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from strategies.base import Strategy
-from strategies.steps import Node, Sampling, StepConfig, expand, score_nodes
-from tasks.base import cluster_answers
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.steps import Node, Sampling, StepConfig, expand, score_nodes
+from ttscale.task import cluster_answers
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
-from verifiers import prefix_cache
+from ttscale.verifiers import prefix_cache
 
 COSTS = ("mean", "sum", "none")
 
@@ -69,6 +69,10 @@ class AStarDecoding(Strategy):
     name = "a_star"
     requires_verifier = True
     score_needs = {"": (0.0, 1.0, "the heuristic h = 1 - r and the step costs 1 - r assume a process reward r in [0, 1]")}
+    count_params = ("k", "max_expansions")
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.k, self.step.max_step_tokens, "step.max_step_tokens")  # one step of each
 
     def __init__(
         self,

@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from strategies.base import Strategy
-from strategies.steps import (
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.steps import (
     SELECTIONS,
     Node,
     Sampling,
@@ -40,7 +40,7 @@ from strategies.steps import (
 )
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem, Result
-from verifiers.base import aggregate
+from ttscale.verifier import aggregate
 
 
 class BeamSearch(Strategy):
@@ -60,6 +60,10 @@ class BeamSearch(Strategy):
     requires_verifier = True
     score_needs = {"selection=weighted_vote": (0.0, math.inf, "the vote weighs an answer class by the sum of its "
                                                            "scores, so negative scores would make a larger class weigh less")}
+    count_params = ("n", "beam_width")
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.step.max_step_tokens, "step.max_step_tokens")  # one step of each
 
     def __init__(
         self,

@@ -34,8 +34,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from strategies.base import Strategy
-from strategies.steps import (
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.steps import (
     SELECTIONS,
     Node,
     Sampling,
@@ -49,7 +49,7 @@ from strategies.steps import (
 )
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
-from verifiers.base import aggregate
+from ttscale.verifier import aggregate
 
 RESAMPLINGS = ("multinomial", "systematic")
 WEIGHTINGS = ("logit", "log", "identity")
@@ -138,6 +138,10 @@ class ParticleFilter(Strategy):
                                       "all get the same weight and the resampling is uniform"),
         "weighting=log": (0.0, math.inf, "log(r) is clipped at r = 1e-7, so negative scores all get the same weight"),
     }
+    count_params = ("n",)
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.step.max_step_tokens, "step.max_step_tokens")  # one step of each
 
     def __init__(
         self,

@@ -13,24 +13,17 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from backends.fake import FakeEngine
-from strategies.behavior_vote import BehaviorVote
-from tasks.code import (
-    HumanEval,
-    MBPP,
-    check_references,
-    docstring_examples,
-    extract_code,
-    humaneval_program,
-    normalize_program,
-    sanitize,
-)
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.behavior_vote import BehaviorVote
+from ttscale.tasks.code import MBPP, HumanEval, check_references
+from ttscale.tasks.code_examples import docstring_examples
+from ttscale.tasks.code_extract import extract_code, humaneval_program, normalize_program, sanitize
 from tests.conftest import shared_dataset
 from tests.helpers import make_ctx
 from ttscale.results import iter_records
 from ttscale.runner import run
 from ttscale.types import Candidate, Result
-from verifiers.unit_tests import UnitTestVerifier
+from ttscale.verifiers.unit_tests import UnitTestVerifier
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -26,17 +26,10 @@ from ttscale.estimators import (
     weighted_at_k,
     weighted_curve,
 )
-from ttscale.metrics import (
-    Pool,
-    bootstrap_ci,
-    bootstrap_means,
-    compare_runs,
-    compute_metrics,
-    default_ks,
-    metrics_for_subset_sizes,
-    paired_comparison,
-    per_problem_values,
-)
+from ttscale.bootstrap import bootstrap_ci, bootstrap_means
+from ttscale.entries import Pool
+from ttscale.metrics import compute_metrics, default_ks, metrics_for_subset_sizes
+from ttscale.paired import compare_runs, paired_comparison, per_problem_values
 
 
 # ---------------------------------------------------------------------------
@@ -587,7 +580,7 @@ def test_finish_shares_read_every_producer_and_count_the_rest_as_other():
     assert m["finish_reasons"] == {"stop": 2, "eos": 1, "length": 1, "max_tokens": 1, "max_steps": 1, "unfinished": 1,
                                    "budget": 1, "abort": 1, "none": 1, "step_cap": 1}
     assert finish_class("STOP") == "eos" and finish_class("something new") == "other"
-    from ttscale.tracking import flat_summary  # what the W&B summary gets
+    from ttscale.runner.tracking import flat_summary  # what the W&B summary gets
 
     summary = flat_summary(m)
     assert summary["finish/eos_share"] == m["finish/eos_share"] and summary["finish/candidates"] == 11

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from strategies.entropic_particle_filter import EntropicParticleFilter, annealing_temperature, target_temperature
-from strategies.particle_filter import (
+from ttscale.strategies.entropic_particle_filter import EntropicParticleFilter, annealing_temperature, target_temperature
+from ttscale.strategies.particle_filter import (
     ParticleFilter,
     effective_sample_size,
     normalized_entropy,
@@ -284,7 +284,7 @@ def test_self_certainty_weights_are_uniform_raw_and_guide_once_mapped():
     """Raw mean log-probs (<= 0) all clip to one logit weight: ESS = N at every resampling
     (the silent no-op the config check refuses). exp(mean log-prob), the default, weighs
     the likely first step higher: ESS < N."""
-    from verifiers.self_certainty import SelfCertainty
+    from ttscale.verifiers.self_certainty import SelfCertainty
 
     completions = [("A sure step\n\nB \\boxed{1}", 0.85), ("Z odd step\n\nB \\boxed{2}", 0.15)]
 

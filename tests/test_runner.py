@@ -9,9 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from backends.fake import FakeEngine
+from ttscale.backends.fake import FakeEngine
 from ttscale.results import iter_records
-from ttscale.runner import ConfigError, run, run_identity
+from ttscale.runner import ConfigError, run
+from ttscale.runner.identity import run_identity
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -108,7 +109,7 @@ def test_strategy_needing_a_verifier_fails_before_anything_runs(tmp_path):
 
 
 def test_grading_counters_become_a_false_positive_rate():
-    from ttscale.runner import grading_metrics
+    from ttscale.run_metrics import grading_metrics
 
     m = grading_metrics({"candidates": 8, "public_all_passed": 4, "hidden_passed": 3, "false_positives": 1})
     assert m["grading/false_positive_rate"] == 0.25 and m["grading/false_positives_total"] == 1

@@ -14,9 +14,9 @@ for when this verifier is configured).
   (particle filtering), a summed weight (weighted voting) and A*'s `1 - r` read it as
   they read a PRM's score.
 - `mean_logprob`: the raw mean log-probability, in (-inf, 0]. Strategies that need bounded
-  or non-negative scores refuse it at config time (`score_range`; see
-  `ttscale.validate.check_score_range`): under a logit weighting every such score would be
-  clipped to the same weight, and in a weighted vote a larger answer class would weigh less.
+  or non-negative scores refuse it at config time (`score_range`, read by
+  `ttscale.runner.validation.check_score_range`): under a logit weighting every such score
+  would be clipped to the same weight, and in a weighted vote a larger class would weigh less.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Sequence
 
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem
-from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 OUTPUTS = {"prob": (0.0, 1.0), "mean_logprob": (-math.inf, 0.0)}
 
@@ -34,13 +34,12 @@ OUTPUTS = {"prob": (0.0, 1.0), "mean_logprob": (-math.inf, 0.0)}
 class SelfCertainty(Verifier):
     name = "self_certainty"
     needs_logprobs = True
+    bounded_override = "verifier.output=prob maps its scores to [0, 1]"  # named by the config check
 
     def __init__(self, output: str = "prob") -> None:
         if output not in OUTPUTS:
             raise ValueError(f"verifier.output must be one of {sorted(OUTPUTS)}, got {output!r}")
         self.output = output
-
-    bounded_override = "verifier.output=prob maps its scores to [0, 1]"  # named by the config check
 
     @property
     def score_range(self) -> tuple[float, float]:  # type: ignore[override]

@@ -8,7 +8,7 @@ split_steps` on the verifier's `step_delimiter` (the strategy's `step.delimiter`
 it has one), so it is scored as the same path a step search would have built for the
 same text. Every verifier declares `score_range`, the interval its scores lie in, so a
 strategy that needs bounded scores (a logit weighting) is checked against the built
-verifier at config time (`ttscale.validate.check_score_range`). Every verifier charges its
+verifier at config time (`ttscale.runner.validation.check_score_range`). Every verifier charges its
 calls and tokens to `ctx.ledger`, so verifier compute is counted like policy
 compute. Only a verifier with `is_oracle = True` is handed the reference.
 """
@@ -16,11 +16,13 @@ compute. Only a verifier with `is_oracle = True` is handed the reference.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from ttscale.context import SolveContext
 from ttscale.segment import STEP_DELIMITER, split_steps
 from ttscale.types import Candidate, Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ttscale.context import SolveContext
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
 
@@ -47,6 +49,12 @@ class Verifier:
     # The closed interval every score lies in. Undeclared: unbounded, so a strategy that
     # needs bounded scores refuses it until the verifier says what it returns.
     score_range: tuple[float, float] = (-math.inf, math.inf)
+    # Whether it reads the candidates' token log-probabilities (strategies then ask the engine for them).
+    needs_logprobs: bool = False
+
+    def shutdown(self) -> None:
+        """Free what the verifier holds (a reward model's own engine); the runner calls it after
+        each run, before the next job of a sweep builds another."""
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
         raise NotImplementedError
