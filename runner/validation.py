@@ -40,7 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttscale.runner.errors import ConfigError
 from ttscale.runner.models import check_model
-from ttscale.strategy import RequestShape
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.verifier import Verifier
 
 log = logging.getLogger("ttscale")
 
@@ -180,28 +181,21 @@ def _interval(r: Sequence[float]) -> str:
     return f"{'(' if lo == -math.inf else '['}{lo:g}, {hi:g}{')' if hi == math.inf else ']'}"
 
 
-def check_score_range(strategy: Any, verifier: Any) -> None:
-    """A strategy guided by verifier scores it cannot read is rejected, not run: each
-    `strategy.score_needs` entry that applies ("" always, "setting=value" when the built
-    strategy has that value) must contain the built verifier's `score_range` (undeclared:
-    unbounded). E.g. particle filtering's logit weighting clips every negative mean
-    log-probability to the same weight, so the resampling would be uniform."""
-    if strategy is None or verifier is None:
+def check_score_range(strategy: Strategy, verifier: Verifier | None) -> None:
+    """A strategy guided by verifier scores it cannot read is rejected, not run: each of
+    the strategy's `score_needs` its settings select must contain the built verifier's
+    `score_range` (undeclared: unbounded). E.g. particle filtering's logit weighting clips
+    every negative mean log-probability to the same weight: the resampling is uniform."""
+    if verifier is None:
         return
-    have = tuple(getattr(verifier, "score_range", (-math.inf, math.inf)))
-    for setting, (low, high, why) in (getattr(strategy, "score_needs", None) or {}).items():
-        attr, _, value = setting.partition("=")
-        if attr and str(getattr(strategy, attr, None)) != value:
-            continue
+    have = tuple(verifier.score_range)
+    for setting, low, high, why in strategy.applicable_score_needs():
         if have[0] < low or have[1] > high:
-            sname = getattr(strategy, "name", type(strategy).__name__)
-            vname = getattr(verifier, "name", type(verifier).__name__)
-            where = f"strategy.{setting}" if attr else f"strategy {sname}"
+            attr = setting.partition("=")[0]
+            where = f"strategy.{setting}" if attr else f"strategy {strategy.name}"
             raise ConfigError(
-                f"{where} needs verifier scores in {_interval((low, high))}, but verifier {vname} scores in "
+                f"{where} needs verifier scores in {_interval((low, high))}, but verifier {verifier.name} scores in "
                 f"{_interval(have)} (its score_range): {why}; choose a verifier whose scores fit"
-                + (f" ({getattr(verifier, 'bounded_override')})" if getattr(verifier, "bounded_override", None) else "")
+                + (f" ({verifier.bounded_override})" if verifier.bounded_override else "")
                 + (f" or another strategy.{attr}" if attr else "")
             )
-
-

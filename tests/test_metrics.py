@@ -586,3 +586,17 @@ def test_finish_shares_read_every_producer_and_count_the_rest_as_other():
     assert summary["finish/eos_share"] == m["finish/eos_share"] and summary["finish/candidates"] == 11
     empty = compute_metrics([], n_boot=10)
     assert empty["finish/candidates"] == 0 and empty["finish/eos_share"] is None
+
+
+def test_weighted_is_not_reported_over_negative_scores():
+    """Summed as weights, negative scores (raw mean log-probs) make a larger class weigh
+    less: weighted@k is left out, best_of@k (a ranking) is kept."""
+    recs = flagged(hand_records(), True)
+    for r in recs:
+        for c in r["candidates"]:
+            if c["score"] is not None:
+                c["score"] = c["score"] - 2.0  # same ranking, all negative
+    m = compute_metrics(recs, n_boot=100)
+    assert "weighted" not in m["curves"] and not [k for k in m if k.startswith("weighted")]
+    assert m["best_of@2"] == compute_metrics(flagged(hand_records(), True), n_boot=100)["best_of@2"]
+    assert any("weighted@k is not reported" in n for n in m["notes"])

@@ -85,11 +85,11 @@ def test_self_certainty_reads_mean_logprob_and_prefers_the_likely_completion():
     eng = FakeEngine(completions=[("\\boxed{1}", 0.9), ("\\boxed{2}", 0.1)])
     ctx = make_ctx(eng, verifier=SelfCertainty())
     res = run(BestOfN(n=8, temperature=1.0).solve(P, ctx))
-    # default output "prob": exp(mean log-prob), in [0, 1], ranked as the raw mean
-    assert all(c.mean_logprob is not None and c.score == pytest.approx(math.exp(c.mean_logprob)) for c in res.candidates)
-    assert all(0.0 < c.score <= 1.0 for c in res.candidates)
-    raw = run(SelfCertainty(output="mean_logprob").score(P, res.candidates, ctx))
-    assert raw == [c.mean_logprob for c in res.candidates]
+    assert all(c.mean_logprob is not None and c.score == c.mean_logprob for c in res.candidates)
+    # output "prob": exp(mean log-prob), in [0, 1], ranked as the raw mean
+    prob = run(SelfCertainty(output="prob").score(P, res.candidates, ctx))
+    assert prob == pytest.approx([math.exp(c.mean_logprob) for c in res.candidates])
+    assert all(0.0 < p <= 1.0 for p in prob)
     assert eng.requests[0].logprobs == 1  # asked only because the verifier needs it
     if any(c.answer == "1" for c in res.candidates):
         assert res.answer == "1"

@@ -282,8 +282,8 @@ def test_arithmetic_checker_guides_the_filter(variant):
 # ---- self-certainty guides the filter only through its [0, 1] mapping -------------
 def test_self_certainty_weights_are_uniform_raw_and_guide_once_mapped():
     """Raw mean log-probs (<= 0) all clip to one logit weight: ESS = N at every resampling
-    (the silent no-op the config check refuses). exp(mean log-prob), the default, weighs
-    the likely first step higher: ESS < N."""
+    (the silent no-op the config check refuses). exp(mean log-prob) (output "prob")
+    weighs the likely first step higher: ESS < N."""
     from ttscale.verifiers.self_certainty import SelfCertainty
 
     completions = [("A sure step\n\nB \\boxed{1}", 0.85), ("Z odd step\n\nB \\boxed{2}", 0.15)]
@@ -296,7 +296,7 @@ def test_self_certainty_weights_are_uniform_raw_and_guide_once_mapped():
             out += res.stats["ess"]
         return out
 
-    raw = ess_of(SelfCertainty(output="mean_logprob"))
+    raw = ess_of(SelfCertainty())
     assert raw and all(e == pytest.approx(8.0) for e in raw)
-    mapped = ess_of(SelfCertainty())
+    mapped = ess_of(SelfCertainty(output="prob"))
     assert mapped and min(mapped) < 7.99

@@ -213,8 +213,8 @@ def test_group_choice_check_reads_conf_and_searchpath(tmp_path):
 # ---------------------------------------------------------------- no silent no-ops
 def test_unbounded_scores_under_a_logit_weighting_are_refused_in_one_line(tmp_path):
     root = tmp_path / "out"
-    p = run_cli(root, "strategy=particle_filter", "verifier=self_certainty", "verifier.output=mean_logprob")
-    assert_rejected(p, root, "strategy.weighting=logit", "[0, 1]", "self_certainty", "(-inf, 0]", "verifier.output=prob")
+    p = run_cli(root, "strategy=particle_filter", "verifier=self_certainty")
+    assert_rejected(p, root, "strategy.weighting=logit", "[0, 1]", "self_certainty", "(-inf, 0]", "+verifier.output=prob")
 
 
 @pytest.mark.parametrize("overrides, needle", [
@@ -227,21 +227,33 @@ def test_unbounded_scores_under_a_logit_weighting_are_refused_in_one_line(tmp_pa
 ])
 def test_strategies_that_need_bounded_scores_refuse_raw_log_probs(tmp_path, overrides, needle):
     with pytest.raises(ConfigError, match=re.escape(needle)):
-        run(cfg_for(tmp_path, *overrides, "verifier=self_certainty", "verifier.output=mean_logprob", "run.dry_run=true"))
+        run(cfg_for(tmp_path, *overrides, "verifier=self_certainty", "run.dry_run=true"))
     assert not (tmp_path / "default").exists()
+    # mapped to [0, 1] (its_hub's exp(mean log-prob)), the same combination is accepted
+    assert run(cfg_for(tmp_path, *overrides, "verifier=self_certainty", "+verifier.output=prob", "run.dry_run=true")) == {}
 
 
 @pytest.mark.parametrize("strategy", ["a_star", "beam_search", "dvts", "particle_filter", "entropic_particle_filter",
                                       "best_of_n", "best_of_majority", "weighted_majority", "majority_vote",
                                       "entropy_branching"])
-@pytest.mark.parametrize("verifier", ["self_certainty", "arithmetic_checker", "judge_steps", "oracle"])
+@pytest.mark.parametrize("verifier", [["verifier=self_certainty", "+verifier.output=prob"], ["verifier=arithmetic_checker"],
+                                      ["verifier=judge_steps"], ["verifier=oracle"], ["verifier=self_certainty"]])
 def test_shipped_verifiers_declare_scores_every_shipped_strategy_can_read(tmp_path, strategy, verifier):
     from hydra.utils import instantiate
 
     from ttscale.runner.validation import check_score_range
 
-    cfg = cfg_for(tmp_path, f"strategy={strategy}", f"verifier={verifier}")
-    check_score_range(instantiate(cfg.strategy), instantiate(cfg.verifier))  # the objects, not key names
+    cfg = cfg_for(tmp_path, f"strategy={strategy}", *verifier)
+    s, v = instantiate(cfg.strategy), instantiate(cfg.verifier)  # the built objects, not key names
+    if verifier == ["verifier=self_certainty"] and strategy in REFUSE_RAW_LOGPROBS:
+        with pytest.raises(ConfigError, match=r"\(-inf, 0\]"):
+            check_score_range(s, v)
+    else:
+        check_score_range(s, v)
+
+
+# The shipped strategies whose default settings cannot read raw mean log-probabilities.
+REFUSE_RAW_LOGPROBS = {"a_star", "particle_filter", "entropic_particle_filter", "weighted_majority"}
 
 
 def test_the_check_reads_the_built_verifier_not_its_name():

@@ -53,7 +53,7 @@ from ttscale.bootstrap import _percentile_ci, bootstrap_means
 from ttscale.entries import USAGE_INDEX, USAGE_KEYS, Pool, ProblemEntry, problem_entry
 from ttscale.estimators import best_of_curve, maj_curve, pass_curve, weighted_curve
 from ttscale.finish import finish_shares
-from ttscale.pools import independence, search_summary
+from ttscale.pools import NEGATIVE_WEIGHTS_NOTE, independence, negative_scores, search_summary
 
 CURVE_METRICS = ("pass", "maj", "best_of", "weighted")
 SCORED_METRICS = ("best_of", "weighted")
@@ -306,6 +306,9 @@ def compute_metrics(
             unscored = sum(1 for e in items if not e.failed and e.pool.n > 0 and not e.pool.has_scores)
             if unscored:
                 notes.append(f"{unscored} pool(s) without scores are left out of best_of and weighted")
+            if negative_scores(e.pool.scores for e in items if not e.failed):
+                names.remove("weighted")
+                notes.append(NEGATIVE_WEIGHTS_NOTE)
         mats = {m: np.zeros((P, len(use_ks))) for m in names}
         methods: list[list[str]] = [[] for _ in use_ks]
         mc_se: list[list[float]] = [[] for _ in use_ks]

@@ -102,3 +102,15 @@ def summary_line(metrics: Mapping[str, Any]) -> str | None:
     if isinstance(d, (int, float)):
         parts.append(f"distinct final texts {d:.3g}")
     return "search (per problem, no curves over k: not samples): " + (", ".join(parts) or "no statistics recorded")
+
+
+NEGATIVE_WEIGHTS_NOTE = ("weighted@k is not reported: some scores are negative, and a vote that sums them makes a "
+                         "larger answer class weigh less (raw mean log-probabilities, say; map them to [0, 1])")
+
+
+def negative_scores(score_arrays: Iterable[Any]) -> bool:
+    """Whether any pool holds a negative score (weighted@k then sums them as weights)."""
+    for scores in score_arrays:
+        if any(s < 0 for s in scores if s == s):  # nan (unscored) is not negative
+            return True
+    return False

@@ -68,6 +68,17 @@ class Strategy:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"strategy.{name} must be an integer >= 1, got {v!r}")
 
+    def applicable_score_needs(self) -> list[tuple[str, float, float, str]]:
+        """The `score_needs` entries this built strategy's settings select, as
+        (setting, low, high, why): "" always applies, "weighting=logit" when
+        `self.weighting == "logit"`."""
+        out = []
+        for setting, (low, high, why) in self.score_needs.items():
+            attr, _, value = setting.partition("=")
+            if not attr or str(getattr(self, attr, None)) == value:
+                out.append((setting, float(low), float(high), why))
+        return out
+
     def request_shape(self) -> RequestShape | None:
         """The first request's shape (see `RequestShape`); None: nothing to check."""
         return None

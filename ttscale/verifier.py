@@ -49,6 +49,9 @@ class Verifier:
     # The closed interval every score lies in. Undeclared: unbounded, so a strategy that
     # needs bounded scores refuses it until the verifier says what it returns.
     score_range: tuple[float, float] = (-math.inf, math.inf)
+    # The override that maps its scores into a bounded range, if it has one (named when a
+    # strategy refuses the unbounded ones).
+    bounded_override: str | None = None
     # Whether it reads the candidates' token log-probabilities (strategies then ask the engine for them).
     needs_logprobs: bool = False
 

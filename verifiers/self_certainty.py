@@ -7,16 +7,16 @@ tokens is the cheap proxy used here (it needs `logprobs=1` only, which the strat
 for when this verifier is configured).
 
 `output`: what the score is.
-- `prob` (default): exp(mean log-probability), the geometric mean of the sampled tokens'
-  probabilities, in [0, 1]. This is the mapping its_hub applies to self-certainty before a
-  particle filter's logit weighting; it ranks candidates exactly as the raw mean does
-  (best-of-N picks the same sample), and it is a probability, so a logit weighting
-  (particle filtering), a summed weight (weighted voting) and A*'s `1 - r` read it as
-  they read a PRM's score.
-- `mean_logprob`: the raw mean log-probability, in (-inf, 0]. Strategies that need bounded
-  or non-negative scores refuse it at config time (`score_range`, read by
-  `ttscale.runner.validation.check_score_range`): under a logit weighting every such score
-  would be clipped to the same weight, and in a weighted vote a larger class would weigh less.
+- `mean_logprob` (default): the raw mean log-probability, in (-inf, 0]. Strategies that
+  need bounded or non-negative scores refuse it at config time (`score_range`, read by
+  `ttscale.runner.validation.check_score_range`): under particle filtering's logit
+  weighting every such score would be clipped to the same weight (uniform resampling), in
+  a weighted vote a larger answer class would weigh less, and A*'s `1 - r` leaves [0, 1].
+  Best-of-N and majority voting read it as before (run directories keep their hash).
+- `prob` (`+verifier.output=prob`): exp(mean log-probability), the geometric mean of the
+  sampled tokens' probabilities, in [0, 1]: the mapping its_hub applies to self-certainty
+  before a particle filter's logit. It ranks candidates exactly as the raw mean does, and
+  those strategies read it as they read a PRM's score.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ OUTPUTS = {"prob": (0.0, 1.0), "mean_logprob": (-math.inf, 0.0)}
 class SelfCertainty(Verifier):
     name = "self_certainty"
     needs_logprobs = True
-    bounded_override = "verifier.output=prob maps its scores to [0, 1]"  # named by the config check
+    bounded_override = "+verifier.output=prob maps its scores to [0, 1]"  # named by the config check
 
-    def __init__(self, output: str = "prob") -> None:
+    def __init__(self, output: str = "mean_logprob") -> None:
         if output not in OUTPUTS:
             raise ValueError(f"verifier.output must be one of {sorted(OUTPUTS)}, got {output!r}")
         self.output = output
