@@ -50,6 +50,8 @@ async def solve_and_grade(plan: Plan, engine: Engine, problem: Problem, referenc
         result.error = result.error or f"grading failed: {type(e).__name__}: {e}"
     rec = result.to_dict()
     rec["index"] = index
+    # Whether the candidates are independent samples: curves over k are computed only then.
+    rec["independent_samples"] = bool(plan.strategy.independent_samples)
     if is_oracle:
         rec["verifier_is_oracle"] = True
     return rec

@@ -33,6 +33,7 @@ ttscale's beam search has no look-ahead (DVTS has it).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from ttscale.strategy import RequestShape, Strategy
@@ -74,6 +75,8 @@ class BeamSearch(Strategy):
 
     name = "beam_search"
     requires_verifier = True
+    score_needs = {"selection=weighted_vote": (0.0, math.inf, "the vote weighs an answer class by the sum of its "
+                                                           "scores, so negative scores would make a larger class weigh less")}
     count_params = ("n", "beam_width")
 
     def request_shape(self) -> RequestShape:

@@ -41,6 +41,7 @@ CLASS_REWARDS = ("max", "mean")
 class BestOfMajority(Strategy):
     name = "best_of_majority"
     requires_verifier = True
+    independent_samples = True
     count_params = ("n", "k")
 
     def request_shape(self) -> RequestShape:

@@ -108,6 +108,8 @@ ADAPT_GENERATIONS = ("branching", "sampling")  # reference | ttscale's earlier r
 
 class EntropyBranching(Strategy):
     name = "entropy_branching"
+    score_needs = {"selection=weighted_vote": (0.0, math.inf, "the vote weighs an answer class by the sum of its "
+                                                           "scores, so negative scores would make a larger class weigh less")}
     count_params = ("M", "chunk_tokens", "max_tokens")
 
     def request_shape(self) -> RequestShape:

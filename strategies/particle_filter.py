@@ -38,6 +38,7 @@ not pass on (always multinomial; ttscale honours ``resampling``).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
@@ -142,6 +143,11 @@ class ParticleFilter(Strategy):
 
     name = "particle_filter"
     requires_verifier = True
+    score_needs = {
+        "weighting=logit": (0.0, 1.0, "log(r / (1 - r)) is clipped to r in [1e-7, 1 - 1e-7], so scores outside [0, 1] "
+                                      "all get the same weight and the resampling is uniform"),
+        "weighting=log": (0.0, math.inf, "log(r) is clipped at r = 1e-7, so negative scores all get the same weight"),
+    }
     count_params = ("n",)
 
     def request_shape(self) -> RequestShape:

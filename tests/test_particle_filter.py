@@ -314,3 +314,25 @@ def test_cfg_job_shows_the_papers_aggregation():
     job = yaml.safe_load(out)
     assert job["strategy"]["aggregation"] == "last"  # a plain value, not an interpolation
     assert job["verifier"]["aggregation"] == "last"
+
+# ---- self-certainty guides the filter only through its [0, 1] mapping -------------
+def test_self_certainty_weights_are_uniform_raw_and_guide_once_mapped():
+    """Raw mean log-probs (<= 0) all clip to one logit weight: ESS = N at every resampling
+    (the silent no-op the config check refuses). exp(mean log-prob) (output "prob")
+    weighs the likely first step higher: ESS < N."""
+    from ttscale.verifiers.self_certainty import SelfCertainty
+
+    completions = [("A sure step\n\nB \\boxed{1}", 0.85), ("Z odd step\n\nB \\boxed{2}", 0.15)]
+
+    def ess_of(verifier):
+        out = []
+        for seed in range(4):
+            ctx = make_ctx(RecordingEngine(completions=completions, delay=0), verifier=verifier, seed=seed)
+            res = solve(ParticleFilter(n=8, temperature=1.0, step=STEP), ctx)
+            out += res.stats["ess"]
+        return out
+
+    raw = ess_of(SelfCertainty())
+    assert raw and all(e == pytest.approx(8.0) for e in raw)
+    mapped = ess_of(SelfCertainty(output="prob"))
+    assert mapped and min(mapped) < 7.99

@@ -42,6 +42,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from ttscale.context import SolveContext
+from ttscale.segment import STEP_DELIMITER
 from ttscale.types import Problem
 from ttscale.verifiers.arith_parse import _BOXED, Equation, evaluate, find_equations, numbers_in, tokenize
 from ttscale.verifiers.prefix_cache import CachedProcessVerifier
@@ -104,11 +105,19 @@ class ArithmeticChecker(CachedProcessVerifier):
         ungrounded_score: float | None = 0.1,
         aggregation: str = "min",
         use_cache: bool = True,
+        step_delimiter: str = STEP_DELIMITER,
     ) -> None:
-        super().__init__(aggregation=aggregation, use_cache=use_cache)
+        super().__init__(aggregation=aggregation, use_cache=use_cache, step_delimiter=step_delimiter)
         self.right_score, self.wrong_score, self.neutral_score = right_score, wrong_score, neutral_score
         self.boxed_mismatch_score = boxed_mismatch_score
         self.ungrounded_score = ungrounded_score
+
+    @property
+    def score_range(self) -> tuple[float, float]:  # type: ignore[override]
+        """From the configured scores: a step gets one of them."""
+        levels = [self.right_score, self.wrong_score, self.neutral_score, self.boxed_mismatch_score, self.ungrounded_score]
+        levels = [float(v) for v in levels if v is not None]
+        return (min(levels), max(levels))
 
     def check_step(self, step: str, previous: Sequence[str] = (), question: str | None = None) -> float:
         """The score of `step` given the steps before it on the path (and, for the grounding
