@@ -93,10 +93,6 @@ class ProcessVerifier(Verifier):
         it), at most. One call per path (one forward pass); a cached scorer refines it."""
         return [1] * len(paths)
 
-    def paths_of(self, candidates: Sequence[Candidate]) -> list[list[str]]:
-        """The step-split path `score` gives `score_steps` for each candidate."""
-        return [list(c.steps) if c.steps else [c.text] for c in candidates]
-
     def call_costs(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[int]:
         return self.step_call_costs(problem, self.paths_of(candidates), ctx)
 
