@@ -10,6 +10,8 @@ orphans.
   a spawned child that spawns a grandchild, fork, a child started from a thread that then
   ends) plus multiprocessing's resource tracker. Unarmed, the same script leaves them
   alive: the check can fail.
+* Sandboxed programs (verifiers/_launcher.py): a program that sleeps, in the strongest
+  mode this machine has and in mode "none", dies with the run that started it.
 * Real engine (`engine`): `scripts/run.py` with the embedded model on vLLM's CPU build,
   killed after its first record (EngineCore, its worker and the resource tracker up).
 """
@@ -133,7 +135,8 @@ def stderr_of(p: subprocess.Popen) -> str:
 
 def start(cmd: list[str], **kw) -> subprocess.Popen:
     err = tempfile.TemporaryFile()
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, **kw)
+    kw.setdefault("stdout", subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, cwd=ROOT, stderr=err, start_new_session=True, **kw)
     p.err_file = err  # type: ignore[attr-defined]
     return p
 
@@ -291,4 +294,42 @@ def test_real_vllm_serve_processes_die_with_a_sigkilled_server(tmp_path):
     assert any("EngineCore" in n for n in names.values()), names
     times, names = kill_and_watch(p, procs)
     print("outlived the server by:", {names[pid]: t for pid, t in times.items()})
+    assert_none_survive(times, names)
+
+
+# ------------------------------------------------------------------ sandboxed programs
+SANDBOXED = textwrap.dedent("""
+    import asyncio, sys
+    sys.path.insert(0, sys.argv[1])
+    from verifiers.sandbox import Sandbox
+
+    sb = Sandbox(isolation=sys.argv[2], timeout=120)
+    print(asyncio.run(sb.isolation()).mode, flush=True)  # the probe's program has ended
+    print(sb.run_sync("import time\\ntime.sleep(100)\\n"))
+""")
+
+
+@pytest.mark.parametrize("mode", ["auto", "none"])  # auto: the strongest mode this machine has
+def test_a_sandboxed_program_dies_with_a_sigkilled_run(tmp_path, mode):
+    """A program that sleeps holds no CPU (RLIMIT_CPU never bites) and its timeout is
+    kept by the run: killed, the run leaves the launcher and the program behind unless
+    they die with it."""
+    script = tmp_path / "sandboxed.py"
+    script.write_text(SANDBOXED)
+    out = tmp_path / "out"
+    with open(out, "wb") as fh:
+        p = start([sys.executable, str(script), str(ROOT), mode], stdout=fh)
+
+    def running() -> bool:
+        launched = [pid for pid in descendants(p.pid) if "_launcher.py" in describe(pid)]
+        return out.read_text().strip() != "" and len(launched) >= 2  # the launcher and its program
+
+    try:
+        assert wait_until(running, p, timeout=60), stderr_of(p)
+        time.sleep(0.5)
+        procs = descendants(p.pid)
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        raise
+    times, names = kill_and_watch(p, procs)
     assert_none_survive(times, names)

@@ -369,6 +369,7 @@ class Sandbox:
             report_r, report_w = os.pipe()
             spec = {
                 "mode": iso.mode,
+                "parent": os.getpid(),  # the launcher and the program die with this process
                 "workdir": workdir,
                 "script": os.path.join(workdir, "__main__.py"),
                 "uid": uid,
