@@ -19,7 +19,7 @@ of *CPU* memory vLLM reserves (weights + KV cache), the attention backend needs 
 `block_size` that is a multiple of 32, and prefix caching hits whole blocks only.
 vLLM starts worker processes with `spawn`: a script that builds an engine needs an
 ``if __name__ == "__main__":`` guard. Those processes die with the process that built
-the engine, however it dies, SIGKILL included (`backends.reaper.arm`).
+the engine, however it dies, SIGKILL included (`ttscale.backends.reaper.arm`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import time
 import uuid
 from typing import Any
 
-from backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids, gather_all
-from backends.embedded import resolve_model
-from backends.reaper import arm as arm_reaper
+from ttscale.backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids, gather_all
+from ttscale.backends.embedded import resolve_model
+from ttscale.backends.reaper import arm as arm_reaper
 from ttscale.engine import Completion, EngineError, GenerationOutput, GenerationRequest
 
 log = logging.getLogger(__name__)

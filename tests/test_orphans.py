@@ -10,7 +10,7 @@ orphans.
   a spawned child that spawns a grandchild, fork, a child started from a thread that then
   ends) plus multiprocessing's resource tracker. Unarmed, the same script leaves them
   alive: the check can fail.
-* Sandboxed programs (verifiers/_launcher.py): a program that sleeps, in the strongest
+* Sandboxed programs (sandbox/_launcher.py): a program that sleeps, in the strongest
   mode this machine has and in mode "none", dies with the run that started it.
 * Real engine (`engine`): `scripts/run.py` with the embedded model on vLLM's CPU build,
   killed after its first record (EngineCore, its worker and the resource tracker up).
@@ -163,7 +163,7 @@ CHILDREN = textwrap.dedent("""
 
     if __name__ == "__main__":
         if sys.argv[1] == "arm":
-            from backends.reaper import arm
+            from ttscale.backends.reaper import arm
             assert arm()
         spawn, fork = mp.get_context("spawn"), mp.get_context("fork")
         spawn.Process(target=spawns_a_grandchild).start()  # as AsyncLLM starts EngineCore (CPU build)
@@ -212,12 +212,12 @@ def test_unarmed_children_outlive_their_parent(tmp_path):
 
 
 def test_arm_is_idempotent_and_spawned_children_still_work():
-    from backends.reaper import arm
+    from ttscale.backends.reaper import arm
 
     code = textwrap.dedent("""
         import multiprocessing as mp, sys
         sys.path.insert(0, sys.argv[1])
-        from backends.reaper import arm
+        from ttscale.backends.reaper import arm
         import multiprocessing.util as mpu
         assert arm() and arm()
         wrapped = mpu.spawnv_passfds
@@ -301,7 +301,7 @@ def test_real_vllm_serve_processes_die_with_a_sigkilled_server(tmp_path):
 SANDBOXED = textwrap.dedent("""
     import asyncio, sys
     sys.path.insert(0, sys.argv[1])
-    from verifiers.sandbox import Sandbox
+    from ttscale.sandbox import Sandbox
 
     sb = Sandbox(isolation=sys.argv[2], timeout=120)
     print(asyncio.run(sb.isolation()).mode, flush=True)  # the probe's program has ended

@@ -37,8 +37,8 @@ from typing import Any, Sequence
 
 from ttscale.context import SolveContext
 from ttscale.types import Problem
-from verifiers.prefix_cache import CachedProcessVerifier
-from verifiers.prm_hf import DEFAULT_SEPARATOR, DEFAULT_SYSTEM, PRMFormat
+from ttscale.verifiers.prefix_cache import CachedProcessVerifier
+from ttscale.verifiers.prm_hf import DEFAULT_SEPARATOR, DEFAULT_SYSTEM, PRMFormat
 
 
 class VLLMPoolingEngine:
@@ -72,7 +72,7 @@ class VLLMPoolingEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from backends.reaper import arm
+        from ttscale.backends.reaper import arm
 
         arm()  # the PRM's EngineCore and workers die with this process (backends/reaper.py)
         kwargs = dict(self.engine_kwargs)

@@ -10,10 +10,12 @@ compute. Only a verifier with `is_oracle = True` is handed the reference.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ttscale.context import SolveContext
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
 
@@ -37,6 +39,12 @@ class Verifier:
     is_oracle: bool = False
     # Parameter count of the verifier model (0 when no model), for the FLOP model.
     parameters: float = 0.0
+    # Whether it reads the candidates' token log-probabilities (strategies then ask the engine for them).
+    needs_logprobs: bool = False
+
+    def shutdown(self) -> None:
+        """Free what the verifier holds (a reward model's own engine); the runner calls it after
+        each run, before the next job of a sweep builds another."""
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
         raise NotImplementedError

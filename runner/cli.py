@@ -13,7 +13,9 @@ import sys
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ttscale.runner import ConfigError, run
+from ttscale.runner.cleanup import remove_hydra_output_dir
+from ttscale.runner.errors import ConfigError
+from ttscale.runner.job import run
 
 _REJECTED: list[str] = []
 
@@ -45,8 +47,6 @@ def main_entry(cfg: DictConfig) -> float | None:
         metrics = run(cfg)
     except ConfigError as e:
         print(f"ttscale: error: {e}", file=sys.stderr)
-        from ttscale.validate import remove_hydra_output_dir
-
         remove_hydra_output_dir()  # a rejected config leaves nothing behind
         if _in_multirun():
             _REJECTED.append(str(e))

@@ -1,4 +1,4 @@
-"""The sandbox launcher: the process `verifiers.sandbox.Sandbox` starts for each program.
+"""The sandbox launcher: the process `ttscale.sandbox.sandbox.Sandbox` starts for each program.
 
     python -s -S -B [-P] verifiers/_launcher.py SPEC      (SPEC: marshal, hex-encoded)
 

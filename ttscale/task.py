@@ -18,6 +18,10 @@ class Task:
 
     name: str = "task"
     kind: str = "math"  # "math" | "code"
+    # Rows of the task's data that were skipped as bad (`task.on_bad_row=skip`), one message each.
+    skipped_rows: Sequence[str] = ()
+    # Code tasks: the sandbox their programs run in (a `ttscale.sandbox.Sandbox`); None elsewhere.
+    sandbox: Any = None
 
     def __init__(self, limit: int | None = None, offset: int = 0, name: str | None = None, **kwargs: Any) -> None:
         label = name or self.name
@@ -75,6 +79,14 @@ class Task:
         for c in result.candidates:
             c.correct = check(c.answer)
         result.correct = check(result.answer)
+
+    async def agrade_answer(self, answer: str | None, reference: Reference, problem: Problem) -> bool:
+        """`grade_answer` for callers on an event loop (code tasks run the program in the sandbox)."""
+        return bool(answer is not None and self.grade_answer(answer, reference, problem))
+
+    async def agrade(self, problem: Problem, reference: Reference, result: Result) -> None:
+        """`grade` for the runner's event loop; tasks whose grading waits on a sandbox override it."""
+        self.grade(problem, reference, result)
 
 
 def cluster_answers(task: Task, candidates: Sequence[Candidate]) -> list[int | None]:
