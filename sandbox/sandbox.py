@@ -264,7 +264,7 @@ class Sandbox:
                     expose.append((hidden, self.python_prefix))
             report_r, report_w = os.pipe()
             spec = {
-                "mode": iso.mode,
+                "mode": iso.mode, "parent": os.getpid(),  # launcher and program die with this process
                 "workdir": workdir,
                 "script": os.path.join(workdir, "__main__.py"),
                 "uid": uid,

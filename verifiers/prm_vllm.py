@@ -73,6 +73,9 @@ class VLLMPoolingEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from ttscale.backends.reaper import arm
+
+        arm()  # the PRM's EngineCore and workers die with this process (backends/reaper.py)
         kwargs = dict(self.engine_kwargs)
         kwargs.setdefault("runner", "pooling")
         if self.step_tag_id is not None and "pooler_config" not in kwargs:
