@@ -298,7 +298,7 @@ def test_step_searches_score_a_partial_solution_by_its_last_step(strategy, verif
         cfg = compose("config", overrides=[f"strategy={strategy}", f"verifier={verifier}", "logger=none"])
     assert cfg.strategy.aggregation == "last"
     assert instantiate(cfg.strategy).aggregation == "last"
-    assert cfg.verifier.aggregation == ("min" if verifier == "arithmetic_checker" else "last")
+    assert cfg.verifier.aggregation == "last"
 
 
 def test_cfg_job_shows_the_papers_aggregation():

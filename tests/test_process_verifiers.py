@@ -528,7 +528,7 @@ def test_verifier_configs_instantiate_without_loading_a_model(name):
     v = instantiate(OmegaConf.load(conf))
     # the PRMs aggregate as search-and-learn (agg_strategy="last"); ttscale's own step
     # scorers keep min (a per-step checker has no "score of the prefix" of its own)
-    expected = "last" if name in ("prm_vllm", "prm_hf") else "min"
+    expected = "last" if name in ("prm_vllm", "prm_hf", "arithmetic_checker") else "min"
     assert isinstance(v, ProcessVerifier) and v.name == name and v.aggregation == expected
     if name in ("prm_vllm", "prm_hf"):
         assert v.model_name == "Qwen/Qwen2.5-Math-PRM-7B"
@@ -639,3 +639,20 @@ def test_verifier_step_delimiter_follows_the_strategy_and_defaults_to_the_search
             assert pf.verifier.step_delimiter == "@@", v
         built = instantiate(compose("config", overrides=["strategy=best_of_n", "verifier=arithmetic_checker"]).verifier)
         assert built.step_delimiter == STEP_DELIMITER
+
+
+def test_the_checker_scores_a_step_as_the_path_up_to_it():
+    """scoring=prefix (the default): a step's score is the worst step so far, so the last
+    step's score (the papers' aggregation) sees a wrong equation earlier on the path;
+    scoring=step scores each step alone."""
+    from ttscale.types import Problem
+    from tests.helpers import make_ctx
+    from ttscale.backends.fake import FakeEngine
+
+    path = ["2 + 3 = 6", "6 + 1 = 7", "The answer is \\boxed{7}"]
+    prob = Problem(id="p", question="What is 2 + 3 + 1?")
+    by_prefix = asyncio.run(ArithmeticChecker().score_steps(prob, [path], make_ctx(FakeEngine())))[0]
+    by_step = asyncio.run(ArithmeticChecker(scoring="step").score_steps(prob, [path], make_ctx(FakeEngine())))[0]
+    assert by_step[0] == 0.0 and by_step[1] == 1.0  # the second equation holds on its own
+    assert by_prefix == [0.0, 0.0, 0.0]
+    assert [min(by_step[: i + 1]) for i in range(3)] == by_prefix
