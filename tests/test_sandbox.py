@@ -36,7 +36,7 @@ def test_isolation_is_detected_and_is_the_strongest_here():
     assert iso.mode in MODES
     if os.geteuid() == 0:  # root (this machine, CI): namespaces + uid switch must work
         assert iso.mode == "namespaces", iso.note
-        assert iso.network and iso.pid_namespace and iso.filesystem and iso.uid_switch
+        assert iso.network and iso.pid_namespace and iso.filesystem and iso.uid_switch and iso.host_files_hidden
 
 
 def test_runs_a_program_with_a_stripped_environment(sb, monkeypatch):
@@ -177,11 +177,17 @@ def test_behaviour_values_are_canonical(sb):
 
 
 def test_weaker_modes_can_be_chosen_and_say_what_they_lack(tmp_path):
-    none = Sandbox(isolation="none", tmp_root=str(tmp_path))
+    none = Sandbox(isolation="none", landlock=False, tmp_root=str(tmp_path))
     iso = run(none.isolation())
-    assert (iso.mode, iso.network, iso.pid_namespace, iso.filesystem) == ("none", False, False, False)
+    assert (iso.mode, iso.network, iso.pid_namespace, iso.filesystem, iso.host_files_hidden) == (
+        "none", False, False, False, False)
+    assert "readable" in iso.note
     res = run(none.run("print('ok')"))
-    assert res.passed and res.isolation["network"] is False
+    assert res.passed and res.isolation["network"] is False and res.isolation["host_files_hidden"] is False
+    # With Landlock (where the kernel has it), mode none limits what the program can read.
+    ll = run(Sandbox(isolation="none", tmp_root=str(tmp_path)).isolation())
+    assert ll.mode == "none" and not ll.network
+    assert ll.host_files_hidden == ("Landlock" in ll.note) == ll.filesystem
     assert run(none.run("while True:\n    pass\n", limits=SandboxLimits(timeout=1))).reason == "timeout"
     with pytest.raises(RuntimeError, match="network isolation required"):
         run(Sandbox(isolation="none", require_network_isolation=True).isolation())

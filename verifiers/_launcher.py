@@ -6,22 +6,21 @@ Standard library only, and only cheap modules at start-up (no json, no asyncio):
 runs once per sandboxed program. Steps, for mode "namespaces" (root) / "userns":
 
 1. unshare(2) new mount, PID, network, IPC, UTS (+ user, for "userns") namespaces;
-2. filesystem: mounts made private; a size-limited tmpfs over each world-writable
-   scratch dir (/tmp, /var/tmp, /dev/shm, /run/lock); directories the sandbox uid could
-   not traverse on the way to the interpreter (e.g. /root, mode 0700, holding a pyenv
-   Python) covered by an empty tmpfs with the interpreter's prefix bound back
-   read-only; every pre-existing mount remounted read-only; the work dir bound back
-   read-write at its own path;
-3. fork: the child is PID 1 of the new PID namespace. It gets SIGKILL when the
-   launcher dies (PDEATHSIG), mounts a /proc of its own namespace, sets no_new_privs
-   and the rlimits, drops to the run's unprivileged uid/gid (namespaces mode), drops
+2. fork: the child is PID 1 of the new PID namespace. It gets SIGKILL when the
+   launcher dies (PDEATHSIG), then builds its filesystem (`_setup_filesystem`): an
+   empty tmpfs with the interpreter's trees bound read-only (site-packages covered),
+   device nodes, its own /proc, private scratch tmpfs and the work dir, and pivots
+   into it (the host's tree is detached); sets no_new_privs and the rlimits, closes
+   every other fd, drops to the run's unprivileged uid/gid (namespaces mode), drops
    every capability, and runs the script in this interpreter (no second interpreter
    start-up: the launcher itself was started with PYTHONHASHSEED=0 and the program's
    stripped environment);
-4. the launcher waits and exits with the child's status (or dies of its signal).
+3. the launcher waits and exits with the child's status (or dies of its signal).
 
-Mode "none" skips 1-2 and the uid switch. A setup failure exits with status 125
-after writing {"sandbox_error": ...} to the report pipe (fd 3 in the program).
+Mode "none" skips the namespaces, the private root and the uid switch; given
+`readable` it limits the child's file access with Landlock instead (`_landlock`).
+A setup failure exits with status 125 after writing {"sandbox_error": ...} to the
+report pipe (fd 3 in the program).
 """
 
 from __future__ import annotations
@@ -199,7 +198,7 @@ def _setup_filesystem(libc, spec: dict) -> None:
         if not os.path.lexists(root + path):
             os.symlink(target, root + path)
     for h in spec["hide"]:
-        if os.path.isdir(root + h):
+        if os.path.isdir(root + h) and not under(workdir, [h]):
             _mount(libc, "tmpfs", root + h, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
     _dirs(root + workdir)
     _mount(libc, "/proc/self/fd/%d" % work_fd, root + workdir, None, MS_BIND)
@@ -219,6 +218,52 @@ def _setup_filesystem(libc, spec: dict) -> None:
                 pass
     _mount(libc, None, root + workdir, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
     _pivot_root(libc, root)
+
+
+# Landlock (Linux 5.13+): the same system call numbers on every architecture.
+LANDLOCK_CREATE_RULESET, LANDLOCK_ADD_RULE, LANDLOCK_RESTRICT_SELF = 444, 445, 446
+LL_EXECUTE, LL_WRITE_FILE, LL_READ_FILE, LL_READ_DIR = 1, 2, 4, 8
+LL_TRUNCATE, LL_IOCTL_DEV = 1 << 14, 1 << 15
+LL_FILE_RIGHTS = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | LL_TRUNCATE | LL_IOCTL_DEV
+
+
+def _landlock(libc, spec: dict) -> None:
+    """Mode "none" where the kernel has Landlock: the program may read only `spec["readable"]`
+    (the interpreter and system libraries, site-packages left out), read and write the
+    DEVICES, and do anything in its work dir; every other file access fails with EACCES.
+    No namespace or privilege is needed; `stat` of a path still works (names, not content)."""
+    import ctypes
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+    abi = libc.syscall(LANDLOCK_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    if abi < 1:
+        raise OSError(ctypes.get_errno(), "landlock: " + os.strerror(ctypes.get_errno()))
+    handled = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (LL_TRUNCATE if abi >= 3 else 0) \
+        | (LL_IOCTL_DEV if abi >= 5 else 0)
+    attr = ctypes.c_uint64(handled)
+    ruleset = libc.syscall(LANDLOCK_CREATE_RULESET, ctypes.byref(attr), 8, 0)
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock ruleset: " + os.strerror(ctypes.get_errno()))
+    rules = [(p, LL_EXECUTE | LL_READ_FILE | LL_READ_DIR) for p in spec["readable"]]
+    rules += [(d, LL_READ_FILE | LL_WRITE_FILE | LL_TRUNCATE) for d in DEVICES] + [(spec["workdir"], handled)]
+    for path, access in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:  # gone since the list was made
+            continue
+        if os.fstat(fd).st_mode & 0o170000 != 0o040000:  # not a directory
+            access &= LL_FILE_RIGHTS
+        rule = PathBeneath(access & handled, fd)
+        rc = libc.syscall(LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0)  # LANDLOCK_RULE_PATH_BENEATH
+        os.close(fd)
+        if rc != 0:
+            raise OSError(ctypes.get_errno(), "landlock rule %s: %s" % (path, os.strerror(ctypes.get_errno())))
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
+    _check(libc.syscall(LANDLOCK_RESTRICT_SELF, ruleset, 0), "landlock_restrict_self")
+    os.close(ruleset)
 
 
 def _mapped_files() -> list:
@@ -339,6 +384,8 @@ def main(spec: dict) -> None:
                 _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
                 _setup_filesystem(libc, spec)  # as PID 1: its /proc shows only the sandbox
                 _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
+            elif spec.get("readable"):
+                _landlock(_libc(), spec)
             os.closerange(REPORT_FD + 1, 1 << 20)  # no handle on anything of the host's
             _set_limits(spec)
             if mode == "namespaces":

