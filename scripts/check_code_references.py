@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.code import HumanEval, MBPP, check_references  # noqa: E402
+from ttscale.tasks.code import HumanEval, MBPP, check_references  # noqa: E402
 
 
 def default_mbpp() -> str | None:

@@ -67,7 +67,7 @@ def _on_cpu() -> bool:
 
 def build_argv(args: list[str], on_cpu: bool | None = None) -> list[str]:
     """The `vllm serve ...` command line for `args` (see module doc)."""
-    from backends.embedded import PREFIX, resolve_model
+    from ttscale.backends.embedded import PREFIX, resolve_model
 
     args = list(args)
     if args and args[0] == "serve":
@@ -99,7 +99,7 @@ def build_argv(args: list[str], on_cpu: bool | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from backends.vllm_engine import cpu_env_defaults
+    from ttscale.backends.vllm_engine import cpu_env_defaults
 
     args = build_argv(sys.argv[1:] if argv is None else argv)
     if _on_cpu():

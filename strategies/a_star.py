@@ -43,12 +43,12 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from strategies.base import Strategy
-from strategies.steps import Node, Sampling, StepConfig, expand, score_nodes
-from tasks.base import cluster_answers
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.steps import Node, Sampling, StepConfig, expand, score_nodes
+from ttscale.task import cluster_answers
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
-from verifiers import prefix_cache
+from ttscale.verifiers import prefix_cache
 
 COSTS = ("mean", "sum", "none")
 
@@ -67,6 +67,10 @@ class _Entry:
 class AStarDecoding(Strategy):
     name = "a_star"
     requires_verifier = True
+    count_params = ("k", "max_expansions")
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.k, self.step.max_step_tokens, "step.max_step_tokens")  # one step of each
 
     def __init__(
         self,

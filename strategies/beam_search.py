@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from strategies.base import Strategy
-from strategies.steps import (
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.steps import (
     SELECTIONS,
     Node,
     Sampling,
@@ -39,7 +39,7 @@ from strategies.steps import (
 )
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem, Result
-from verifiers.base import aggregate
+from ttscale.verifier import aggregate
 
 
 class BeamSearch(Strategy):
@@ -57,6 +57,10 @@ class BeamSearch(Strategy):
 
     name = "beam_search"
     requires_verifier = True
+    count_params = ("n", "beam_width")
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.step.max_step_tokens, "step.max_step_tokens")  # one step of each
 
     def __init__(
         self,

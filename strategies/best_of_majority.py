@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from strategies.base import Strategy
-from strategies.sampling import sample_candidates, score_candidates
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.sampling import sample_candidates, score_candidates
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem, Result
 
@@ -37,6 +37,10 @@ CLASS_REWARDS = ("max", "mean")
 class BestOfMajority(Strategy):
     name = "best_of_majority"
     requires_verifier = True
+    count_params = ("n", "k")
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.max_tokens, "max_tokens")  # n whole samples
 
     def __init__(
         self,

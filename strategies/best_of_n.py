@@ -7,8 +7,8 @@ selection. Any outcome scorer (or a process scorer with its aggregation) selects
 
 from __future__ import annotations
 
-from strategies.base import Strategy
-from strategies.sampling import sample_candidates, score_candidates
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.sampling import sample_candidates, score_candidates
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
 
@@ -16,6 +16,10 @@ from ttscale.types import Problem, Result
 class BestOfN(Strategy):
     name = "best_of_n"
     requires_verifier = True
+    count_params = ("n",)
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.max_tokens, "max_tokens")  # n whole samples
 
     def __init__(self, n: int = 8, temperature: float = 0.7, top_p: float = 1.0, max_tokens: int = 256) -> None:
         self.n, self.temperature, self.top_p, self.max_tokens = n, temperature, top_p, max_tokens

@@ -20,8 +20,8 @@ total score (``selection: weighted_vote``).
 
 from __future__ import annotations
 
-from strategies.beam_search import BeamSearch
-from strategies.steps import Node, SearchStats, candidates_of, expand_all, score_nodes
+from ttscale.strategies.beam_search import BeamSearch
+from ttscale.strategies.steps import Node, SearchStats, candidates_of, expand_all, score_nodes
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
 

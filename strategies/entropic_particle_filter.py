@@ -41,14 +41,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from strategies.particle_filter import (
+from ttscale.strategies.particle_filter import (
     FilterRun,
     ParticleFilter,
     effective_sample_size,
     normalized_entropy,
     softmax,
 )
-from strategies.steps import Node, StepConfig, score_nodes
+from ttscale.strategies.steps import Node, StepConfig, score_nodes
 from ttscale.context import SolveContext
 from ttscale.types import Problem
 

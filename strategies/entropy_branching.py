@@ -60,11 +60,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from strategies.base import Strategy
-from strategies.sampling import plurality, score_candidates
-from strategies.steps import SELECTIONS as STEP_SELECTIONS
-from strategies.steps import select
-from tasks.base import cluster_answers
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.sampling import plurality, score_candidates
+from ttscale.strategies.steps import SELECTIONS as STEP_SELECTIONS
+from ttscale.strategies.steps import select
+from ttscale.task import cluster_answers
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
 from ttscale.engine import GenerationRequest, entropy_from_logprobs
@@ -119,6 +119,10 @@ class _Seq:
 
 class EntropyBranching(Strategy):
     name = "entropy_branching"
+    count_params = ("M", "chunk_tokens", "max_tokens")
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(1, self.chunk_tokens, "chunk_tokens")  # one sequence, one chunk
 
     def __init__(
         self,

@@ -33,8 +33,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from strategies.base import Strategy
-from strategies.steps import (
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.steps import (
     SELECTIONS,
     Node,
     Sampling,
@@ -48,7 +48,7 @@ from strategies.steps import (
 )
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
-from verifiers.base import aggregate
+from ttscale.verifier import aggregate
 
 RESAMPLINGS = ("multinomial", "systematic")
 WEIGHTINGS = ("logit", "log", "identity")
@@ -132,6 +132,10 @@ class ParticleFilter(Strategy):
 
     name = "particle_filter"
     requires_verifier = True
+    count_params = ("n",)
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.step.max_step_tokens, "step.max_step_tokens")  # one step of each
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
 from ttscale.engine import GenerationRequest
 from ttscale.types import Candidate, Problem
-from tasks.base import cluster_answers
+from ttscale.task import cluster_answers
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ async def sample_candidates(
     so plain sampling costs what a raw engine call costs."""
     if n < 1:
         raise ValueError(f"strategy.n must be >= 1, got {n}")
-    wants_lp = bool(getattr(ctx.verifier, "needs_logprobs", False))
+    wants_lp = ctx.verifier is not None and ctx.verifier.needs_logprobs
     req = GenerationRequest(
         prompt_token_ids=ctx.prompt_ids(problem),
         n=n,

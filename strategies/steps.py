@@ -14,13 +14,13 @@ import asyncio
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
-from strategies.sampling import plurality, score_each
-from tasks.base import cluster_answers
+from ttscale.strategies.sampling import plurality, score_each
+from ttscale.task import cluster_answers
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
 from ttscale.engine import Completion, GenerationRequest
 from ttscale.types import Candidate
-from verifiers.base import aggregate
+from ttscale.verifier import aggregate
 
 SELECTIONS = ("argmax", "weighted_vote")  # final-answer rules of `select`
 
@@ -36,7 +36,7 @@ class StepConfig:
 
     def __post_init__(self) -> None:
         if not self.delimiter:
-            raise ValueError("strategy.step.delimiter must not be empty")
+            raise ValueError(f"strategy.step.delimiter must be a non-empty string (e.g. '\\n\\n'), got {self.delimiter!r}")
         for name in ("max_steps", "max_step_tokens", "max_total_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"strategy.step.{name} must be >= 1")
@@ -64,7 +64,7 @@ class Sampling:
     @classmethod
     def for_verifier(cls, ctx: SolveContext, temperature: float, top_p: float) -> "Sampling":
         """Sampling that asks for the sampled tokens' logprobs only when the verifier reads them."""
-        wants = bool(getattr(ctx.verifier, "needs_logprobs", False))
+        wants = ctx.verifier is not None and ctx.verifier.needs_logprobs
         return cls(temperature=temperature, top_p=top_p, logprobs=1 if wants else None)
 
 
@@ -267,7 +267,7 @@ async def score_nodes(ctx: SolveContext, problem, nodes: Sequence[Node]) -> list
     ProcessVerifier: the score of the last step given the path), respecting the
     verifier-call budget: nodes the budget does not cover keep their previous score
     (0.0 when none). Sets `node.score` and appends to `node.step_scores`."""
-    from verifiers.base import ProcessVerifier
+    from ttscale.verifier import ProcessVerifier
 
     v = ctx.verifier
     if v is None or not nodes:

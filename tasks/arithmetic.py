@@ -24,8 +24,8 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from tasks import answers as A
-from tasks.math_tasks import MathBase
+from ttscale.tasks import answers as A
+from ttscale.tasks.math_tasks import MathBase
 from ttscale.types import Problem, Reference
 
 OPERATORS = ("+", "-", "*")

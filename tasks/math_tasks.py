@@ -14,10 +14,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from tasks import answers as A
-from tasks.base import Task
-from tasks.loading import load_rows, pick_field
-from tasks.rows import Rows, bad_row, check_on_bad_row
+from ttscale.tasks import answers as A
+from ttscale.task import Task
+from ttscale.tasks.loading import load_rows, pick_field
+from ttscale.tasks.rows import Rows, bad_row, check_on_bad_row
 from ttscale.types import Problem, Reference
 
 log = logging.getLogger("ttscale")

@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from backends.fake import FakeEngine
-from strategies.a_star import AStarDecoding
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.a_star import AStarDecoding
 from tests.helpers import make_ctx
 from ttscale.budget import Budget
 from ttscale.types import Problem
-from verifiers.base import ProcessVerifier
+from ttscale.verifier import ProcessVerifier
 
 P = Problem(id="a1", question="q")
 

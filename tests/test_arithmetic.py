@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tasks.arithmetic import ArithmeticTask
+from ttscale.tasks.arithmetic import ArithmeticTask
 from tests.conftest import ROOT
 from ttscale.types import Candidate, Result
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from strategies.beam_search import BeamSearch
-from strategies.dvts import DVTS
-from strategies.entropic_particle_filter import EntropicParticleFilter
-from strategies.particle_filter import ParticleFilter
+from ttscale.strategies.beam_search import BeamSearch
+from ttscale.strategies.dvts import DVTS
+from ttscale.strategies.entropic_particle_filter import EntropicParticleFilter
+from ttscale.strategies.particle_filter import ParticleFilter
 from tests.helpers import make_ctx
 from tests.search_helpers import (
     STEP,
@@ -191,8 +191,8 @@ REAL = {
 def test_step_search_on_the_real_engine(real_engine, name):
     """Token-ID continuations hit vLLM's prefix cache, the step's requests go together,
     the arithmetic checker guides, and a token budget holds on the real engine."""
-    from tasks.arithmetic import ArithmeticTask
-    from verifiers.arithmetic_checker import ArithmeticChecker
+    from ttscale.tasks.arithmetic import ArithmeticTask
+    from ttscale.verifiers.arithmetic_checker import ArithmeticChecker
 
     task = ArithmeticTask(num_problems=1, phrasing="plain")
     ((problem, ref),) = task.load()

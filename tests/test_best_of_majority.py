@@ -7,12 +7,12 @@ from collections import Counter
 
 import pytest
 
-from backends.fake import FakeEngine
-from strategies.best_of_majority import BestOfMajority
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.best_of_majority import BestOfMajority
 from tests.helpers import make_ctx
 from ttscale.budget import Budget
 from ttscale.types import Candidate, Problem
-from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 P = Problem(id="b1", question="q")
 

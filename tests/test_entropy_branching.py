@@ -9,13 +9,13 @@ import math
 
 import pytest
 
-from backends.fake import FakeEngine
-from strategies.entropy_branching import BudgetPool, EntropyBranching
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.entropy_branching import BudgetPool, EntropyBranching
 from tests.helpers import make_ctx
 from ttscale.budget import Budget
 from ttscale.engine import entropy_from_logprobs
 from ttscale.types import Problem
-from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 P = Problem(id="e1", question="branchy")
 TOP_K = 5

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI, ROOT, shared_dataset
-from verifiers.sandbox import Sandbox, SandboxLimits
-from verifiers.unit_tests import TestCase, run_tests
+from ttscale.sandbox import Sandbox, SandboxLimits
+from ttscale.sandbox.harness import TestCase, run_tests
 
 UID_BASE = 1_800_000_000  # this module's own uid range: leftover processes are ours
 ADD_TEST = [TestCase(code="assert add(2, 3) == 5")]

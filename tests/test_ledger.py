@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from backends.fake import FakeEngine
-from strategies.steps import Node, Sampling, StepConfig, expand_all
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.steps import Node, Sampling, StepConfig, expand_all
 from tests.helpers import ToyTask, make_ctx
 from ttscale.budget import Budget, BudgetExhausted, Ledger
 from ttscale.engine import GenerationRequest
 from ttscale.results import iter_records
 from ttscale.types import Candidate, Problem, Usage
-from verifiers.judge import LLMJudge
+from ttscale.verifiers.judge import LLMJudge
 
 P = 1_000  # policy parameters of the fake engine in these tests
 
@@ -141,8 +141,8 @@ def test_step_search_wave_respects_the_budget_and_charges_every_sequence():
 
 
 def test_verifier_call_budget_is_taken_from_the_ledger():
-    from strategies.sampling import score_candidates
-    from verifiers.arithmetic_checker import ArithmeticChecker
+    from ttscale.strategies.sampling import score_candidates
+    from ttscale.verifiers.arithmetic_checker import ArithmeticChecker
 
     ctx = make_ctx(FakeEngine(), verifier=ArithmeticChecker(), budget=Budget(max_verifier_calls=3))
     cands = [Candidate(text=f"1 + 1 = {i}", steps=[f"1 + 1 = {i}"]) for i in range(5)]

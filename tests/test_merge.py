@@ -11,8 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from backends.fake import FakeEngine
-from ttscale.merge import MergeError, merge_run
+from ttscale.backends.fake import FakeEngine
+from ttscale.runner.merge import MergeError, merge_run
 from ttscale.results import iter_records
 from ttscale.runner import run
 
@@ -123,12 +123,12 @@ def test_merged_run_relaunched_unsharded_or_sharded_generates_nothing(tmp_path, 
     run_sharded(tmp_path, 3, "strategy.n=2")
     [d] = run_dirs(tmp_path)
     assert (d / "metrics.json").exists()
-    import ttscale.runner as runner
+    import ttscale.runner.job as runner_job
 
     def no_engine(*a, **k):
         raise AssertionError("an engine was loaded although nothing was left to run")
 
-    monkeypatch.setattr(runner, "get_engine", no_engine)
+    monkeypatch.setattr(runner_job, "get_engine", no_engine)
     m = run(make_cfg(tmp_path, "strategy.n=2"))  # unsharded relaunch: everything is done
     assert m["problems"] == PROBLEMS
     for i in range(3):

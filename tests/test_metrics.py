@@ -26,17 +26,10 @@ from ttscale.estimators import (
     weighted_at_k,
     weighted_curve,
 )
-from ttscale.metrics import (
-    Pool,
-    bootstrap_ci,
-    bootstrap_means,
-    compare_runs,
-    compute_metrics,
-    default_ks,
-    metrics_for_subset_sizes,
-    paired_comparison,
-    per_problem_values,
-)
+from ttscale.bootstrap import bootstrap_ci, bootstrap_means
+from ttscale.entries import Pool
+from ttscale.metrics import compute_metrics, default_ks, metrics_for_subset_sizes
+from ttscale.paired import compare_runs, paired_comparison, per_problem_values
 
 
 # ---------------------------------------------------------------------------

@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from backends.fake import FakeEngine
-from strategies.best_of_n import BestOfN
-from strategies.majority_vote import MajorityVote, WeightedMajorityVote
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.best_of_n import BestOfN
+from ttscale.strategies.majority_vote import MajorityVote, WeightedMajorityVote
 from tests.helpers import ToyTask, make_ctx
 from ttscale.budget import Budget
 from ttscale.types import Problem, Reference
-from verifiers.base import Verifier
-from verifiers.oracle import OracleVerifier
-from verifiers.self_certainty import SelfCertainty
+from ttscale.verifier import Verifier
+from ttscale.verifiers.oracle import OracleVerifier
+from ttscale.verifiers.self_certainty import SelfCertainty
 
 P = Problem(id="q1", question="q1")
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from strategies.entropic_particle_filter import EntropicParticleFilter, annealing_temperature, target_temperature
-from strategies.particle_filter import (
+from ttscale.strategies.entropic_particle_filter import EntropicParticleFilter, annealing_temperature, target_temperature
+from ttscale.strategies.particle_filter import (
     ParticleFilter,
     effective_sample_size,
     normalized_entropy,

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.fake import FakeEngine
+from ttscale.backends.fake import FakeEngine
 from tests.test_merge import make_cfg, responder
-from ttscale.plotting import find_run_dirs, load_run, make_scaling_plot, scaling_points
+from ttscale.report.plotting import make_scaling_plot
+from ttscale.report.runs import find_run_dirs, load_run, scaling_points
 from ttscale.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,9 +76,9 @@ def test_one_line_per_strategy_with_runs_as_points(sweep, tmp_path):
 
 def test_k_curves_come_from_the_stored_pools(sweep, tmp_path, monkeypatch):
     root, metrics = sweep
-    import ttscale.runner as runner
+    import ttscale.runner.job as runner_job
 
-    monkeypatch.setattr(runner, "get_engine", lambda *a: pytest.fail("plotting must not load an engine"))
+    monkeypatch.setattr(runner_job, "get_engine", lambda *a: pytest.fail("plotting must not load an engine"))
     plot = make_scaling_plot([root], tmp_path / "s.png")
     ax = plot.k_figure.axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}

@@ -10,12 +10,13 @@ import os
 
 import pytest
 
-from backends.fake import FakeEngine
+from ttscale.backends.fake import FakeEngine
 from tests.helpers import make_ctx
 from ttscale.budget import Budget
 from ttscale.types import Candidate, Problem
-from verifiers import prefix_cache
-from verifiers.arithmetic_checker import ArithmeticChecker, find_equations
+from ttscale.verifiers import prefix_cache
+from ttscale.verifiers.arith_parse import find_equations
+from ttscale.verifiers.arithmetic_checker import ArithmeticChecker
 
 P = Problem(id="p1", question="What is 12 + 7?")
 
@@ -213,7 +214,7 @@ def test_prefix_cache_is_per_problem_and_per_solve():
 
 
 def test_score_nodes_respects_the_verifier_budget_with_the_checker():
-    from strategies.steps import Node, score_nodes
+    from ttscale.strategies.steps import Node, score_nodes
 
     ctx = make_ctx(FakeEngine(), verifier=ArithmeticChecker(), budget=Budget(max_verifier_calls=2))
     root = Node.root()
@@ -229,7 +230,7 @@ def test_score_nodes_respects_the_verifier_budget_with_the_checker():
 
 # ---------------------------------------------------------------- LLM judge of steps
 from ttscale.engine import Completion, GenerationOutput  # noqa: E402
-from verifiers.judge_steps import JudgeSteps  # noqa: E402
+from ttscale.verifiers.judge_steps import JudgeSteps  # noqa: E402
 
 
 class WordTokenizer:
@@ -307,8 +308,8 @@ def test_judge_steps_runs_on_the_policy_engine_by_default():
 
 
 # ---------------------------------------------------------------- PRM format (vLLM / HF)
-from verifiers.prm_hf import HFPRM, PRMFormat  # noqa: E402
-from verifiers.prm_vllm import VLLMPRM  # noqa: E402
+from ttscale.verifiers.prm_hf import HFPRM, PRMFormat  # noqa: E402
+from ttscale.verifiers.prm_vllm import VLLMPRM  # noqa: E402
 
 SPECIALS = ["[PAD]", "[UNK]", "<extra_0>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -521,7 +522,7 @@ def test_verifier_configs_instantiate_without_loading_a_model(name):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from verifiers.base import ProcessVerifier
+    from ttscale.verifier import ProcessVerifier
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "verifier" / f"{name}.yaml"
     v = instantiate(OmegaConf.load(conf))
@@ -532,7 +533,7 @@ def test_verifier_configs_instantiate_without_loading_a_model(name):
 
 
 def test_a_pooling_engine_that_failed_to_start_is_not_rebuilt_per_request(monkeypatch):
-    from verifiers.prm_vllm import VLLMPoolingEngine
+    from ttscale.verifiers.prm_vllm import VLLMPoolingEngine
 
     eng = VLLMPoolingEngine("no/such-model")
     tries = []

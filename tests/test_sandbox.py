@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from verifiers.sandbox import MODES, Sandbox, SandboxLimits
-from verifiers.unit_tests import TestCase, run_tests
+from ttscale.sandbox import MODES, Sandbox, SandboxLimits
+from ttscale.sandbox.harness import TestCase, run_tests
 
 SECRETS = {
     "WANDB_API_KEY": "wandb-fake-0123456789",

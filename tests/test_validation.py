@@ -17,9 +17,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from ttscale import runner
+from ttscale.runner import job as runner_job
 from ttscale.runner import ConfigError, run
-from ttscale.validate import check_group_choices, check_override_keys, validate_config
+from ttscale.runner.cli_checks import check_group_choices, check_override_keys
+from ttscale.runner.plan import prepare
+from ttscale.runner.validation import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -130,7 +132,7 @@ def test_cfg_job_shows_the_config_and_writes_nothing(tmp_path):
     p = run_cli(root, "--cfg", "job", "strategy=best_of_n", "verifier=self_certainty")
     assert p.returncode == 0, p.stderr
     cfg = OmegaConf.create(p.stdout)
-    assert cfg.strategy._target_ == "strategies.best_of_n.BestOfN"
+    assert cfg.strategy._target_ == "ttscale.strategies.best_of_n.BestOfN"
     assert not root.exists()
 
 
@@ -154,7 +156,7 @@ def test_dry_run_never_asks_for_an_engine(tmp_path, monkeypatch, capsys):
     def no_engine(_):
         raise AssertionError("dry run loaded an engine")
 
-    monkeypatch.setattr(runner, "get_engine", no_engine)
+    monkeypatch.setattr(runner_job, "get_engine", no_engine)
     assert run(cfg_for(tmp_path, "run.dry_run=true", "task.num_problems=3")) == {}
     assert "3 to run" in capsys.readouterr().out
     assert not (tmp_path / "default").exists()
@@ -178,23 +180,23 @@ def test_interpolated_values_are_reported_under_the_key_the_user_sets(tmp_path):
 
 def test_budget_rule_allows_splitting_but_not_less_than_one_step(tmp_path, caplog):
     # 8 samples x 256 tokens = 2048: a 1024 budget is allowed (each sample cut to 128), with a warning
-    validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=1024"))
+    prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=1024"))
     assert "cut to about 128 tokens" in caplog.text
-    validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=256"))
+    prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=256"))
     with pytest.raises(ConfigError, match="one step"):
-        validate_config(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=255"))
+        prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=255"))
     # entropy branching: one chunk is the step
-    validate_config(cfg_for(tmp_path, "strategy=entropy_branching", "budget=tokens", "budget.max_tokens=32"))
+    prepare(cfg_for(tmp_path, "strategy=entropy_branching", "budget=tokens", "budget.max_tokens=32"))
     with pytest.raises(ConfigError, match="strategy.chunk_tokens=32"):
-        validate_config(cfg_for(tmp_path, "strategy=entropy_branching", "budget=tokens", "budget.max_tokens=31"))
+        prepare(cfg_for(tmp_path, "strategy=entropy_branching", "budget=tokens", "budget.max_tokens=31"))
 
 
 @pytest.mark.parametrize("strategy", ["a_star", "beam_search", "dvts", "particle_filter", "entropic_particle_filter",
                                       "best_of_n", "best_of_majority", "weighted_majority", "majority_vote",
                                       "entropy_branching"])
 def test_every_shipped_strategy_config_passes(tmp_path, strategy):
-    validate_config(cfg_for(tmp_path, f"strategy={strategy}", "verifier=arithmetic_checker"))
-    validate_config(cfg_for(tmp_path, f"strategy={strategy}", "verifier=arithmetic_checker", "budget=tokens"))
+    prepare(cfg_for(tmp_path, f"strategy={strategy}", "verifier=arithmetic_checker"))
+    prepare(cfg_for(tmp_path, f"strategy={strategy}", "verifier=arithmetic_checker", "budget=tokens"))
 
 
 def test_group_choice_check_reads_conf_and_searchpath(tmp_path):
@@ -203,5 +205,5 @@ def test_group_choice_check_reads_conf_and_searchpath(tmp_path):
     assert "no backend named 'fake'" in check_group_choices(["backend=fake"])
     extra = tmp_path / "conf" / "backend"
     extra.mkdir(parents=True)
-    (extra / "fake.yaml").write_text("_target_: backends.fake.FakeEngine\n")
+    (extra / "fake.yaml").write_text("_target_: ttscale.backends.fake.FakeEngine\n")
     assert check_group_choices(["backend=fake", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]) is None

@@ -11,7 +11,6 @@ import copy
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-
 _ATOMS = (str, int, float, bool, type(None))
 
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from ttscale.context import SolveContext
 from ttscale.engine import Engine, GenerationRequest
 from ttscale.types import Candidate, Problem
-from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 DEFAULT_TEMPLATE = (
     "Here is a problem and a proposed solution.\n\nProblem:\n{question}\n\n"

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 from ttscale.context import SolveContext
 from ttscale.types import Problem
-from verifiers.judge import judge_yes
-from verifiers.prefix_cache import CachedProcessVerifier
+from ttscale.verifiers.judge import judge_yes
+from ttscale.verifiers.prefix_cache import CachedProcessVerifier
 
 DEFAULT_TEMPLATE = (
     "Here is a problem and the beginning of a step-by-step solution.\n\n"

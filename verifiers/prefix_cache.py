@@ -34,7 +34,7 @@ from typing import Sequence
 
 from ttscale.context import SolveContext
 from ttscale.types import Problem
-from verifiers.base import ProcessVerifier
+from ttscale.verifier import ProcessVerifier
 
 Key = tuple[str, str, tuple[str, ...]]
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from ttscale.context import SolveContext
 from ttscale.types import Problem
-from verifiers.prefix_cache import CachedProcessVerifier
+from ttscale.verifiers.prefix_cache import CachedProcessVerifier
 
 DEFAULT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 DEFAULT_SEPARATOR = "<extra_0>"

@@ -37,8 +37,8 @@ from typing import Any, Sequence
 
 from ttscale.context import SolveContext
 from ttscale.types import Problem
-from verifiers.prefix_cache import CachedProcessVerifier
-from verifiers.prm_hf import DEFAULT_SEPARATOR, DEFAULT_SYSTEM, PRMFormat
+from ttscale.verifiers.prefix_cache import CachedProcessVerifier
+from ttscale.verifiers.prm_hf import DEFAULT_SEPARATOR, DEFAULT_SYSTEM, PRMFormat
 
 
 class VLLMPoolingEngine:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem
-from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 
 class SelfCertainty(Verifier):

@@ -1,0 +1,141 @@
+"""Beam search over reasoning steps, guided by a process reward model.
+
+Snell et al. 2024, "Scaling LLM Test-Time Compute Optimally can be More Effective than
+Scaling Model Parameters" (arXiv:2408.03314), Sec. 5.1; details (collected finished
+beams, the final pool) as in Beeching, Tunstall & Rush 2024, "Scaling test-time compute
+with open models".
+
+With N beams and beam width M:
+
+1. sample N first steps (one request, ``n = N``) and score them with the PRM;
+2. keep the top N/M unfinished beams by their (aggregated) PRM score;
+3. expand each kept beam into M next steps (one request per beam, ``n = M``, all in
+   flight together), so N candidates are scored at every step;
+4. beams that finish (end of sequence or a step/token cap) are collected; repeat 2-4
+   while unfinished beams remain.
+
+The pool is the N best finished beams (the unfinished frontier if none finished
+before the budget ran out); the answer is the one with the best aggregated PRM score
+(``selection: argmax``) or the answer class with the largest total score
+(``selection: weighted_vote``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.steps import (
+    SELECTIONS,
+    Node,
+    Sampling,
+    SearchStats,
+    StepConfig,
+    candidates_of,
+    expand_all,
+    node_score,
+    score_nodes,
+    select,
+)
+from ttscale.context import SolveContext
+from ttscale.types import Candidate, Problem, Result
+from ttscale.verifier import aggregate
+
+
+class BeamSearch(Strategy):
+    """Step-level beam search with a PRM (Snell et al. 2024).
+
+    n: the number of beams N (candidates scored per step).
+    beam_width: M, the continuations per kept beam; N/M beams are kept. N must be a
+        multiple of M.
+    aggregation: how a beam's per-prefix PRM scores are reduced to rank it and to
+        select the answer ("last", the usual choice with a PRM; "min", "prod", "mean").
+    selection: "argmax" (best aggregated score) or "weighted_vote".
+    temperature, top_p: sampling of the policy.
+    step: how solutions are cut into steps (see `StepConfig`).
+    """
+
+    name = "beam_search"
+    requires_verifier = True
+    count_params = ("n", "beam_width")
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.step.max_step_tokens, "step.max_step_tokens")  # one step of each
+
+    def __init__(
+        self,
+        n: int = 8,
+        beam_width: int = 4,
+        temperature: float = 0.7,
+        top_p: float = 1.0,
+        step: StepConfig | Mapping[str, Any] | None = None,
+        aggregation: str = "last",
+        selection: str = "argmax",
+    ) -> None:
+        if beam_width < 1 or n < beam_width or n % beam_width:
+            raise ValueError(f"strategy.n ({n}) must be a positive multiple of strategy.beam_width ({beam_width})")
+        aggregate([], aggregation)  # validates
+        if selection not in SELECTIONS:
+            raise ValueError(f"strategy.selection must be one of {SELECTIONS}, got {selection!r}")
+        self.n, self.beam_width = int(n), int(beam_width)
+        self.temperature, self.top_p = float(temperature), float(top_p)
+        self.step = StepConfig.coerce(step)
+        self.aggregation, self.selection = aggregation, selection
+
+    def sampling(self, ctx: SolveContext) -> Sampling:
+        return Sampling.for_verifier(ctx, self.temperature, self.top_p)
+
+    def rank_key(self, node: Node) -> float:
+        s = node_score(node, self.aggregation)
+        return float("-inf") if s is None else s
+
+    def finish(
+        self, problem: Problem, ctx: SolveContext, cands: list[Candidate], stats: SearchStats, **extra: Any
+    ) -> Result:
+        weights = [c.score if c.score is not None else 0.0 for c in cands]
+        sel = select(ctx, cands, weights, self.selection)
+        return Result(
+            problem_id=problem.id,
+            answer=cands[sel].answer if sel is not None else None,
+            candidates=cands,
+            selected=sel,
+            stats=stats.as_dict(ctx, **extra),
+        )
+
+    async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
+        prompt_ids = ctx.prompt_ids(problem)
+        sampling = self.sampling(ctx)
+        stats = SearchStats()
+        keep = self.n // self.beam_width
+        beams: list[Node] = []
+        jobs: list[tuple[Node, int]] = [(Node.root(), self.n)]
+        completed: list[Node] = []
+        kept_per_step: list[int] = []
+        while jobs and not ctx.ledger.exhausted:
+            children = [
+                c for group in await expand_all(ctx, prompt_ids, jobs, self.step, sampling, stats) for c in group
+            ]
+            if not children:
+                break
+            stats.steps += 1
+            await score_nodes(ctx, problem, children)
+            completed += [c for c in children if c.finished]
+            active = [c for c in children if not c.finished]
+            # the top N/M unfinished beams (stable: the earlier one wins a tie)
+            order = sorted(range(len(active)), key=lambda i: (-self.rank_key(active[i]), i))
+            beams = [active[i] for i in order[:keep]]
+            kept_per_step.append(len(beams))
+            if stats.budget_exhausted:
+                break
+            jobs = [(b, self.beam_width) for b in beams]
+        pool = sorted(completed, key=self.rank_key, reverse=True)[: self.n] or beams
+        cands = candidates_of(ctx, pool, self.aggregation)
+        return self.finish(
+            problem,
+            ctx,
+            cands,
+            stats,
+            completed=len(completed),
+            kept_per_step=kept_per_step,
+            beam_width=self.beam_width,
+        )

@@ -1,0 +1,120 @@
+"""The Task contract: load problems, build prompts, extract answers, grade.
+
+Grading sees the `Reference`; strategies never do. Subclasses live one family per
+file in `tasks/` and are chosen with `_target_` in `conf/task/*.yaml`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ttscale.types import Candidate, Problem, Reference, Result
+
+DEFAULT_SYSTEM = None
+
+
+class Task:
+    """Base class. Override `load`, `messages`, `extract_answer`, `grade_answer`."""
+
+    name: str = "task"
+    kind: str = "math"  # "math" | "code"
+    # Rows of the task's data that were skipped as bad (`task.on_bad_row=skip`), one message each.
+    skipped_rows: Sequence[str] = ()
+    # Code tasks: the sandbox their programs run in (a `ttscale.sandbox.Sandbox`); None elsewhere.
+    sandbox: Any = None
+
+    def __init__(self, limit: int | None = None, offset: int = 0, name: str | None = None, **kwargs: Any) -> None:
+        label = name or self.name
+        if limit is not None and limit < 0:
+            raise ValueError(f"task={label}: task.limit must be >= 0 or null, got {limit}")
+        if offset < 0:
+            raise ValueError(f"task={label}: task.offset must be >= 0, got {offset}")
+        self.limit = limit
+        self.offset = offset
+
+    # ---- problems ---------------------------------------------------------
+    def load_all(self) -> list[tuple[Problem, Reference]]:
+        raise NotImplementedError
+
+    def load(self) -> list[tuple[Problem, Reference]]:
+        """Problems after `offset` / `limit`."""
+        items = self.load_all()
+        items = items[self.offset :]
+        if self.limit is not None:
+            items = items[: self.limit]
+        return items
+
+    # ---- prompting ----------------------------------------------------------
+    def messages(self, problem: Problem) -> list[dict[str, str]]:
+        raise NotImplementedError
+
+    # ---- answers ------------------------------------------------------------
+    def extract_answer(self, text: str) -> str | None:
+        raise NotImplementedError
+
+    def answer_for(self, problem: Problem, text: str) -> str | None:
+        """The answer in `text` for `problem` (tasks whose extraction needs the problem override it)."""
+        return self.extract_answer(text)
+
+    def answer_key(self, answer: str) -> str:
+        """A cheap normal form used to group equal answers before `equivalent`."""
+        return " ".join(answer.split())
+
+    def equivalent(self, a: str, b: str) -> bool:
+        """Whether two extracted answers are the same answer (for voting)."""
+        return self.answer_key(a) == self.answer_key(b)
+
+    def grade_answer(self, answer: str | None, reference: Reference, problem: Problem) -> bool:
+        raise NotImplementedError
+
+    def grade(self, problem: Problem, reference: Reference, result: Result) -> None:
+        """Mark every candidate and the final answer correct/incorrect, in place."""
+        memo: dict[str | None, bool] = {}
+
+        def check(ans: str | None) -> bool:
+            if ans not in memo:
+                memo[ans] = bool(ans is not None and self.grade_answer(ans, reference, problem))
+            return memo[ans]
+
+        for c in result.candidates:
+            c.correct = check(c.answer)
+        result.correct = check(result.answer)
+
+    async def agrade_answer(self, answer: str | None, reference: Reference, problem: Problem) -> bool:
+        """`grade_answer` for callers on an event loop (code tasks run the program in the sandbox)."""
+        return bool(answer is not None and self.grade_answer(answer, reference, problem))
+
+    async def agrade(self, problem: Problem, reference: Reference, result: Result) -> None:
+        """`grade` for the runner's event loop; tasks whose grading waits on a sandbox override it."""
+        self.grade(problem, reference, result)
+
+
+def cluster_answers(task: Task, candidates: Sequence[Candidate]) -> list[int | None]:
+    """Assign each candidate an answer-equivalence class id (None when it has no answer).
+
+    Candidates are first grouped by `task.answer_key`; the groups' representatives
+    are then merged with `task.equivalent` (e.g. math-verify: `1/2` ~ `0.5`).
+    Ids are stable: numbered by first appearance. Sets `candidate.cluster`.
+    """
+    reps: list[str] = []  # one representative answer per cluster
+    by_key: dict[str, int] = {}
+    out: list[int | None] = []
+    for c in candidates:
+        if c.answer is None:
+            out.append(None)
+            c.cluster = None
+            continue
+        key = task.answer_key(c.answer)
+        cid = by_key.get(key)
+        if cid is None:
+            for i, rep in enumerate(reps):
+                if task.equivalent(rep, c.answer):
+                    cid = i
+                    break
+            if cid is None:
+                cid = len(reps)
+                reps.append(c.answer)
+            by_key[key] = cid
+        c.cluster = cid
+        out.append(cid)
+    return out

@@ -1,0 +1,70 @@
+"""Verifier contracts: outcome scorers and process (step) scorers.
+
+An outcome scorer returns one score per candidate (higher is better). A process
+scorer returns one score per step of each candidate and aggregates them
+(last / min / prod / mean) into an outcome score. Every verifier charges its
+calls and tokens to `ctx.ledger`, so verifier compute is counted like policy
+compute. Only a verifier with `is_oracle = True` is handed the reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+from ttscale.types import Candidate, Problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ttscale.context import SolveContext
+
+AGGREGATIONS = ("last", "min", "prod", "mean")
+
+
+def aggregate(scores: Sequence[float], how: str) -> float:
+    if how not in AGGREGATIONS:
+        raise ValueError(f"verifier.aggregation must be one of {AGGREGATIONS}, got {how!r}")
+    if not scores:
+        return 0.0
+    if how == "last":
+        return float(scores[-1])
+    if how == "min":
+        return float(min(scores))
+    if how == "prod":
+        return float(math.prod(scores))
+    return float(sum(scores) / len(scores))
+
+
+class Verifier:
+    name: str = "verifier"
+    is_oracle: bool = False
+    # Parameter count of the verifier model (0 when no model), for the FLOP model.
+    parameters: float = 0.0
+    # Whether it reads the candidates' token log-probabilities (strategies then ask the engine for them).
+    needs_logprobs: bool = False
+
+    def shutdown(self) -> None:
+        """Free what the verifier holds (a reward model's own engine); the runner calls it after
+        each run, before the next job of a sweep builds another."""
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
+        raise NotImplementedError
+
+
+class ProcessVerifier(Verifier):
+    """Scores steps; `score` aggregates step scores with `aggregation`."""
+
+    def __init__(self, aggregation: str = "last") -> None:
+        aggregate([], aggregation)  # validates
+        self.aggregation = aggregation
+
+    async def score_steps(
+        self, problem: Problem, steps: Sequence[Sequence[str]], ctx: SolveContext
+    ) -> list[list[float]]:
+        raise NotImplementedError
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
+        steps = [c.steps if c.steps else [c.text] for c in candidates]
+        per_step = await self.score_steps(problem, steps, ctx)
+        for c, s in zip(candidates, per_step):
+            c.step_scores = list(s)
+        return [aggregate(s, self.aggregation) for s in per_step]
