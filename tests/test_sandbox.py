@@ -199,3 +199,20 @@ def landlock_abi() -> int:
     assert run(none.run("while True:\n    pass\n", limits=SandboxLimits(timeout=1))).reason == "timeout"
     with pytest.raises(RuntimeError, match="network isolation required"):
         run(Sandbox(isolation="none", require_network_isolation=True).isolation())
+
+
+def test_a_mode_that_still_shows_the_hosts_files_is_refused(monkeypatch):
+    """The probe reads the launcher (a file of the checkout): a private root that lets the
+    host's tree through (here: / bound in whole) makes the mode unavailable, not silent."""
+    import ttscale.sandbox.sandbox as sbmod
+
+    monkeypatch.setattr(sbmod, "_PROBES", {})
+    monkeypatch.setattr(sbmod, "view_spec", lambda iso, view: {"ro": ["/"], "links": [], "hide": []}
+                        if iso.mode != "none" else {})
+    if os.geteuid() != 0:
+        pytest.skip("mode namespaces needs root")
+    with pytest.raises(RuntimeError, match="namespaces unavailable: the host's files are still visible"):
+        run(Sandbox(isolation="namespaces").isolation())  # work dir in /tmp: the uid can reach it
+    # auto falls through to a mode that says what it is
+    iso = run(Sandbox(landlock=False).isolation())
+    assert (iso.mode, iso.host_files_hidden) == ("none", False) and "still visible" in iso.note
