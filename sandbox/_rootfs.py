@@ -117,9 +117,7 @@ def setup_filesystem(libc, spec: dict) -> None:
     workdir = spec["workdir"]
     work_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     ro = list(spec["ro"])
-    for path in _mapped_files():  # shared libraries this interpreter runs on, wherever they are
-        if not under(path, ro):
-            ro.append(path)
+    ro += _mapped_files(ro)  # shared libraries this interpreter runs on, wherever they are
     root = workdir  # the new root is mounted over the work dir (reached through work_fd)
     _mount(libc, "tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
     size = "size=%dm,mode=1777" % int(spec["tmpfs_mb"])
@@ -215,14 +213,13 @@ def landlock(libc, spec: dict) -> None:
     os.close(ruleset)
 
 
-def _mapped_files() -> list:
-    """Files mapped into this process (the interpreter, libpython, libc, ...)."""
-    out = set()
+def _mapped_files(known: list) -> list:
+    """Files mapped into this process (the interpreter, libpython, libc, ...) outside `known`."""
+    paths = set()
     with open("/proc/self/maps") as f:
         for line in f:
             parts = line.split(None, 5)
-            if len(parts) == 6 and parts[5].startswith("/") and not parts[5].rstrip().endswith(")"):
-                path = parts[5].rstrip("\n")
-                if not under(path, ("/dev", "/proc", "/sys", "/memfd:")) and os.path.isfile(path):
-                    out.add(path)
-    return sorted(out)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                paths.add(parts[5].rstrip("\n"))
+    return sorted(p for p in paths if not under(p, known) and not p.endswith(")")
+                  and not under(p, ("/dev", "/proc", "/sys", "/memfd:")) and os.path.isfile(p))
