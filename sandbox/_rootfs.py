@@ -21,7 +21,6 @@ MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
-MS_MOVE = 8192
 MNT_DETACH = 2
 MS_NOATIME = 1024
 MS_NODIRATIME = 2048
@@ -36,8 +35,8 @@ PR_SET_NO_NEW_PRIVS = 38
 PRIVATE_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 # pivot_root(2) has no libc wrapper: its system call number per machine.
-PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41, "ppc64le": 203,
-                 "ppc64": 203, "s390x": 217, "i686": 217, "i386": 217, "armv7l": 218}
+PIVOT_ROOT_NR = {"x86_64": 155, "aarch64": 41, "arm64": 41, "riscv64": 41, "loongarch64": 41, "ppc64le": 203,
+                 "ppc64": 203, "s390x": 217, "i686": 217, "i386": 217, "armv7l": 218, "armv6l": 218}
 
 
 def under(path: str, roots) -> bool:
@@ -92,15 +91,16 @@ def _dirs(path: str) -> None:
 
 
 def _pivot_root(libc, root: str) -> None:
-    """Make `root` the root of this mount namespace and drop the old one (no path to it is
-    left: the old tree is detached, not just hidden)."""
+    """Make `root` the root of this mount namespace and detach the old one: no path to the
+    host's tree is left. No chroot fallback: a program able to create a user namespace
+    could climb out of a chroot, so where pivot_root is refused (an initramfs root) the
+    mode is unavailable and a weaker one, which says what it is, is used."""
     os.chdir(root)
     nr = PIVOT_ROOT_NR.get(os.uname().machine)
-    if nr is not None and libc.syscall(nr, b".", b".") == 0:
-        _check(libc.umount2(b".", MNT_DETACH), "umount old root")
-    else:  # no pivot_root here (or refused): move the new root over / and chroot into it
-        _mount(libc, ".", "/", None, MS_MOVE)
-        os.chroot(".")
+    if nr is None:
+        raise OSError(0, "pivot_root: no system call number known for %s" % os.uname().machine)
+    _check(libc.syscall(nr, b".", b"."), "pivot_root")
+    _check(libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
 
 
