@@ -119,8 +119,10 @@ class BeamSearch(Strategy):
                 break
             stats.steps += 1
             await score_nodes(ctx, problem, children)
-            completed += [c for c in children if c.finished]
-            active = [c for c in children if not c.finished]
+            # a beam the budget cut mid-step is not a finished solution: it stays a beam
+            cut = [c for c in children if c.finish_reason == "budget"]
+            completed += [c for c in children if c.finished and c.finish_reason != "budget"]
+            active = [c for c in children if not c.finished] + cut
             # the top N/M unfinished beams (stable: the earlier one wins a tie)
             order = sorted(range(len(active)), key=lambda i: (-self.rank_key(active[i]), i))
             beams = [active[i] for i in order[:keep]]

@@ -95,7 +95,8 @@ class BestOfMajority(Strategy):
         return public, summary
 
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens)
+        draw: dict = {}
+        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens, stats=draw)
         await score_candidates(problem, ctx, cands)
         top, classes = self.rank(cands)
         selected = top[0]["index"] if top else None
@@ -105,7 +106,7 @@ class BestOfMajority(Strategy):
             candidates=cands,
             selected=selected,
             stats={
-                "samples": len(cands),
+                **draw,
                 "alpha": self.alpha,
                 "k": self.k,
                 "answer_classes": len(classes),

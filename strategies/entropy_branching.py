@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.strategy import RequestShape, Strategy
-from ttscale.strategies.sampling import plurality, score_candidates
+from ttscale.strategies.sampling import draw_complete, plurality, score_candidates
 from ttscale.strategies.steps import SELECTIONS as STEP_SELECTIONS
 from ttscale.strategies.steps import select
 from ttscale.task import cluster_answers
@@ -202,9 +202,9 @@ class EntropyBranching(Strategy):
                     if h > self.theta and p != s.fork_at:
                         wanted.append((p, s.id, h))
                 if comp.finish_reason != "length":
-                    s.finished, s.finish_reason = True, "eos" if comp.finish_reason == "stop" else comp.finish_reason
+                    s.finished, s.finish_reason = True, comp.finish_reason  # "stop" | "abort"
                 elif len(s.ids) >= self.max_tokens:
-                    s.finished, s.finish_reason = True, "max_tokens"
+                    s.finished, s.finish_reason = True, "length"
             for p, sid, h in sorted(wanted, key=lambda w: (w[0], w[1])):
                 if len(seqs) >= self.M:
                     denied += 1
@@ -239,14 +239,12 @@ class EntropyBranching(Strategy):
             return []
         req = GenerationRequest(prompt_token_ids=prompt, n=n, temperature=self.temperature, top_p=self.top_p,
                                 max_tokens=self.max_tokens, logprobs=1)
-        try:
-            out = await ctx.generate(req)
-        except BudgetExhausted:
-            return []
+        # complete samples only: under a token budget as many as it pays for in full
+        completions = await draw_complete(ctx, req)
         return [
             _Seq(id=-1, ids=list(c.token_ids), lps=list(c.token_logprobs or []), own=len(c.token_ids), finished=True,
-                 finish_reason="eos" if c.finish_reason == "stop" else "max_tokens")
-            for c in out.completions
+                 finish_reason=c.finish_reason)
+            for c in completions
         ]
 
     # ---- solve --------------------------------------------------------------

@@ -28,7 +28,8 @@ class MajorityVote(Strategy):
         return None
 
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens)
+        draw: dict = {}
+        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens, stats=draw)
         await score_candidates(problem, ctx, cands)
         sel = plurality(cands, self.weights(cands))
         return Result(
@@ -36,7 +37,7 @@ class MajorityVote(Strategy):
             answer=cands[sel].answer if sel is not None else None,
             candidates=cands,
             selected=sel,
-            stats={"samples": len(cands), "answer_classes": len({c.cluster for c in cands if c.cluster is not None})},
+            stats={**draw, "answer_classes": len({c.cluster for c in cands if c.cluster is not None})},
         )
 
 

@@ -62,7 +62,7 @@ def test_beam_search_keeps_the_top_scored_beams():
         assert len(result.candidates) == min(6, result.stats["completed"])
         scores = [c.score for c in result.candidates]
         assert scores == sorted(scores, reverse=True)
-        assert all(c.finish_reason == "eos" for c in result.candidates)
+        assert all(c.finish_reason == "stop" for c in result.candidates)
         assert result.answer == result.candidates[0].answer  # argmax
 
 

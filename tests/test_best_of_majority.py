@@ -95,9 +95,9 @@ def test_end_to_end_matches_a_recount_of_the_samples(seed):
 
 def test_budgets_are_respected():
     ctx = make_ctx(FakeEngine(completions=COMPLETIONS), verifier=AnswerReward(REWARDS),
-                   budget=Budget(max_tokens=30, max_verifier_calls=5))
-    res = asyncio.run(BestOfMajority(n=8, k=2, alpha=0.1, temperature=1.0).solve(P, ctx))
-    assert ctx.ledger.usage.generated_tokens <= 30
+                   budget=Budget(max_tokens=150, max_verifier_calls=5))
+    res = asyncio.run(BestOfMajority(n=8, k=2, alpha=0.1, temperature=1.0, max_tokens=15).solve(P, ctx))
+    assert ctx.ledger.usage.generated_tokens <= 150 and res.stats["samples"] == 8
     assert ctx.ledger.usage.verifier_calls <= 5
     assert sum(c.score is not None for c in res.candidates) == 5
     ctx = make_ctx(FakeEngine(completions=COMPLETIONS), verifier=AnswerReward(REWARDS), budget=Budget(max_tokens=3))

@@ -74,7 +74,7 @@ def test_forks_exactly_where_entropy_exceeds_theta(chunk, seed):
                 assert (sid, p) not in forked
     assert res.stats["sequences"] == 1 + len(forks) == len(res.candidates)
     assert res.stats["denied_forks"] == 0 and not res.stats["hit_cap"]
-    assert all(c.finish_reason == "eos" for c in res.candidates)
+    assert all(c.finish_reason == "stop" for c in res.candidates)
 
 
 def test_one_fork_per_high_entropy_position_and_the_cap():

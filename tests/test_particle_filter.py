@@ -112,9 +112,9 @@ def test_finished_particles_are_kept_and_not_extended():
         assert "\\boxed" not in generated_text(engine, req, base), "a finished particle was extended"
     finished_early = [c for c in result.candidates if c.text == "A \\boxed{1}"]
     assert finished_early, "the finished particles should survive the later resamplings"
-    assert all(c.finish_reason == "eos" and c.score == pytest.approx(0.6) for c in finished_early)
+    assert all(c.finish_reason == "stop" and c.score == pytest.approx(0.6) for c in finished_early)
     assert result.stats["resamplings"] >= 2  # they were carried through resamplings
-    assert len(result.candidates) == 8 and all(c.finish_reason == "eos" for c in result.candidates)
+    assert len(result.candidates) == 8 and all(c.finish_reason == "stop" for c in result.candidates)
     assert_valid_result(result)
 
 

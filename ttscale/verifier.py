@@ -49,6 +49,11 @@ class Verifier:
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
         raise NotImplementedError
 
+    def call_costs(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[int]:
+        """Verifier calls scoring each candidate would charge (given the ones before it in
+        the list), at most: what the budget checks *before* scoring. One call each."""
+        return [1] * len(candidates)
+
 
 class ProcessVerifier(Verifier):
     """Scores steps; `score` aggregates step scores with `aggregation`."""
@@ -62,8 +67,20 @@ class ProcessVerifier(Verifier):
     ) -> list[list[float]]:
         raise NotImplementedError
 
+    def step_call_costs(self, problem: Problem, paths: Sequence[Sequence[str]], ctx: SolveContext) -> list[int]:
+        """Verifier calls `score_steps` would charge for each path (given the paths before
+        it), at most. One call per path (one forward pass); a cached scorer refines it."""
+        return [1] * len(paths)
+
+    def paths_of(self, candidates: Sequence[Candidate]) -> list[list[str]]:
+        """The step-split path `score` gives `score_steps` for each candidate."""
+        return [list(c.steps) if c.steps else [c.text] for c in candidates]
+
+    def call_costs(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[int]:
+        return self.step_call_costs(problem, self.paths_of(candidates), ctx)
+
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
-        steps = [c.steps if c.steps else [c.text] for c in candidates]
+        steps = self.paths_of(candidates)
         per_step = await self.score_steps(problem, steps, ctx)
         for c, s in zip(candidates, per_step):
             c.step_scores = list(s)
