@@ -272,29 +272,24 @@ def test_signals_from_the_sandbox_do_not_reach_this_process(sb):
 
 STDLIB_PROGRAM = (
     "import math, re, collections, itertools, heapq, functools, bisect, string, fractions, decimal\n"
-    "import datetime, json, random, statistics, hashlib, typing, array, operator, unicodedata, zlib\n"
-    "import tempfile, os, sys\n"
+    "import datetime, json, random, statistics, hashlib, typing, array, operator, unicodedata, zlib, tempfile, os\n"
     "def add(a, b):\n"
-    "    h = []\n"
-    "    for x in itertools.chain([a], [b]):\n"
-    "        heapq.heappush(h, x)\n"
+    "    h = list(itertools.chain([b], [a]))\n"
+    "    heapq.heapify(h)\n"
     "    c = collections.Counter(re.findall(r'\\d', '%d%d' % (a, b)))\n"
     "    assert math.isclose(math.fsum(h), a + b) and sum(c.values()) >= 2\n"
     "    assert json.loads(json.dumps([a, b])) == [a, b] and hashlib.sha256(b'x').hexdigest()\n"
     "    assert unicodedata.name('a') == 'LATIN SMALL LETTER A' and zlib.decompress(zlib.compress(b'z')) == b'z'\n"
-    "    with tempfile.TemporaryFile() as f:\n"
-    "        f.write(b'ok')\n"
-    "    with open(os.devnull, 'w') as f:\n"
-    "        f.write('ok')\n"
+    "    with tempfile.TemporaryFile() as f, open(os.devnull, 'w') as g:\n"
+    "        f.write(b'ok'), g.write('ok')\n"
     "    return int(fractions.Fraction(a) + fractions.Fraction(decimal.Decimal(b)))\n"
 )
 
 
 @pytest.fixture(params=["namespaces", "userns", "none", "none-without-landlock"])
 def any_mode(request, tmp_path):
-    """A sandbox in each mode the project supports (unavailable here: skip; in CI: fail).
-    Mode none limits file access with Landlock where the kernel has it; without it, it
-    cannot hide the host's files and must say so."""
+    """A sandbox in each mode (unavailable here: skip; in CI: fail). Mode none uses Landlock
+    where the kernel has it; without, it cannot hide the host's files and must say so."""
     (tmp_path / "sbx").mkdir()
     mode = request.param.split("-")[0]
     box = Sandbox(workers=2, tmp_root=str(tmp_path / "sbx"), uid_base=UID_BASE, timeout=5,
