@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ttscale import finish, pools
 from ttscale.runner.identity import choice
 from ttscale.runner.plan import Plan
 
@@ -53,6 +54,7 @@ def summary_text(plan: Plan, m: dict[str, Any]) -> str:
         lines.append("k        " + " ".join(f"{k:>6d}" for k in ks))
         for name, c in curves.items():
             lines.append(f"{name + '@k':<9}" + " ".join(f"{pct(c[str(k)]['mean'] if str(k) in c else (c[k]['mean'] if k in c else None)):>6}" for k in ks))
+    lines += [ln for ln in (pools.summary_line(m), finish.summary_line(m)) if ln]
     tok = {k: v for k, v in m.items() if k.startswith("tokens/")}
     if tok:
         lines.append("  ".join(f"{k}={v:.0f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(tok.items())))

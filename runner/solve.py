@@ -13,7 +13,7 @@ from ttscale.budget import Ledger
 from ttscale.context import SolveContext, derive_seed
 from ttscale.engine import Engine
 from ttscale.runner.plan import Plan
-from ttscale.task import cluster_answers
+from ttscale.task import cluster_answers, grade_submitted
 from ttscale.types import Problem, Reference, Result
 
 log = logging.getLogger("ttscale")
@@ -45,10 +45,13 @@ async def solve_and_grade(plan: Plan, engine: Engine, problem: Problem, referenc
         cluster_answers(plan.task, result.candidates)
     try:
         await plan.task.agrade(problem, reference, result)
+        grade_submitted(result)  # Pass@k when the strategy submits several answers
     except Exception as e:  # noqa: BLE001
         result.error = result.error or f"grading failed: {type(e).__name__}: {e}"
     rec = result.to_dict()
     rec["index"] = index
+    # Whether the candidates are independent samples: curves over k are computed only then.
+    rec["independent_samples"] = bool(plan.strategy.independent_samples)
     if is_oracle:
         rec["verifier_is_oracle"] = True
     return rec

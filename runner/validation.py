@@ -33,15 +33,17 @@ left among a wave's sequences and stops expanding when it is spent.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from ttscale.runner.errors import ConfigError
 from ttscale.runner.models import check_model
-from ttscale.strategy import RequestShape
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.verifier import Verifier
 
 log = logging.getLogger("ttscale")
 
@@ -186,3 +188,26 @@ def validate_config(cfg: DictConfig) -> None:
         check(cfg)
 
 
+def _interval(r: Sequence[float]) -> str:
+    lo, hi = float(r[0]), float(r[1])
+    return f"{'(' if lo == -math.inf else '['}{lo:g}, {hi:g}{')' if hi == math.inf else ']'}"
+
+
+def check_score_range(strategy: Strategy, verifier: Verifier | None) -> None:
+    """A strategy guided by verifier scores it cannot read is rejected, not run: each of
+    the strategy's `score_needs` its settings select must contain the built verifier's
+    `score_range` (undeclared: unbounded). E.g. particle filtering's logit weighting clips
+    every negative mean log-probability to the same weight: the resampling is uniform."""
+    if verifier is None:
+        return
+    have = tuple(verifier.score_range)
+    for setting, low, high, why in strategy.applicable_score_needs():
+        if have[0] < low or have[1] > high:
+            attr = setting.partition("=")[0]
+            where = f"strategy.{setting}" if attr else f"strategy {strategy.name}"
+            raise ConfigError(
+                f"{where} needs verifier scores in {_interval((low, high))}, but verifier {verifier.name} scores in "
+                f"{_interval(have)} (its score_range): {why}; choose a verifier whose scores fit"
+                + (f" ({verifier.bounded_override})" if verifier.bounded_override else "")
+                + (f" or another strategy.{attr}" if attr else "")
+            )

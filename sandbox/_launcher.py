@@ -190,6 +190,7 @@ def main(spec: dict) -> None:
                 os.setgroups([])
                 os.setresgid(spec["gid"], spec["gid"], spec["gid"])
                 os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+                _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")  # the uid change cleared it
             if libc is not None:
                 _drop_capabilities(libc)
             os.chdir(spec["workdir"])
@@ -217,7 +218,33 @@ def main(spec: dict) -> None:
     os._exit(os.WEXITSTATUS(status))
 
 
+def die_with_parent(parent: int) -> None:
+    """The launcher, and the program it forks, are SIGKILLed when the framework process
+    `parent` dies, however it dies (nobody else would end a program that sleeps)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = _libc()
+
+    def arm(expected: int) -> None:
+        _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
+        ppid = os.getppid()  # 0: the parent is outside our PID namespace (the program, PID 1)
+        if ppid not in (expected, 0):  # it died before the signal was set
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    arm(parent)
+    launcher, first = os.getpid(), [True]
+
+    def after_fork() -> None:  # the program only (the first fork), not the program's own children
+        if first[0]:
+            first[0] = False
+            arm(launcher)
+
+    os.register_at_fork(after_in_child=after_fork)
+
+
 if __name__ == "__main__":
     import marshal
 
-    main(marshal.loads(bytes.fromhex(sys.argv[1])))
+    _spec = marshal.loads(bytes.fromhex(sys.argv[1]))
+    die_with_parent(_spec.get("parent", os.getppid()))
+    main(_spec)

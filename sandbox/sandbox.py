@@ -261,7 +261,7 @@ class Sandbox:
                 nproc += _count_user_processes(os.getuid())
             report_r, report_w = os.pipe()
             spec = {
-                "mode": iso.mode,
+                "mode": iso.mode, "parent": os.getpid(),  # launcher and program die with this process
                 "workdir": workdir,
                 "script": os.path.join(workdir, "__main__.py"),
                 "uid": uid,

@@ -68,6 +68,7 @@ class _Entry:
 class AStarDecoding(Strategy):
     name = "a_star"
     requires_verifier = True
+    score_needs = {"": (0.0, 1.0, "the heuristic h = 1 - r and the step costs 1 - r assume a process reward r in [0, 1]")}
     count_params = ("k", "max_expansions")
 
     def request_shape(self) -> RequestShape:

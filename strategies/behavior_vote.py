@@ -65,6 +65,7 @@ def signature(run: TestRun, tests: list[TestCase]) -> tuple[str, ...] | None:
 
 class BehaviorVote(Strategy):
     name = "behavior_vote"
+    independent_samples = True
     count_params = ("n",)
 
     def request_shape(self) -> RequestShape:

@@ -16,6 +16,7 @@ from ttscale.types import Problem, Result
 class BestOfN(Strategy):
     name = "best_of_n"
     requires_verifier = True
+    independent_samples = True
     count_params = ("n",)
 
     def request_shape(self) -> RequestShape:

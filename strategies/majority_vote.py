@@ -8,6 +8,8 @@ best-of-k and weighted@k curves can be replayed from the same samples.
 
 from __future__ import annotations
 
+import math
+
 from ttscale.strategy import RequestShape, Strategy
 from ttscale.strategies.sampling import plurality, sample_candidates, score_candidates
 from ttscale.context import SolveContext
@@ -16,6 +18,7 @@ from ttscale.types import Problem, Result
 
 class MajorityVote(Strategy):
     name = "majority_vote"
+    independent_samples = True
     count_params = ("n",)
 
     def request_shape(self) -> RequestShape:
@@ -50,6 +53,8 @@ class WeightedMajorityVote(MajorityVote):
 
     name = "weighted_majority"
     requires_verifier = True
+    score_needs = {"": (0.0, math.inf, "an answer class weighs the sum of its scores, so negative scores would make "
+                                       "a larger class weigh less")}
 
     def weights(self, cands) -> list[float]:
         return [c.score if c.score is not None else 0.0 for c in cands]

@@ -178,7 +178,7 @@ def test_strategy_configs_instantiate_with_the_shared_sampling_settings(name):
         assert strategy.step.max_total_tokens == sampling.max_tokens
     elif name == "entropy_branching":
         assert not strategy.requires_verifier and strategy.max_tokens == sampling.max_tokens
-        assert strategy.adapt_max_extra == strategy.M
+        assert strategy.adapt_max_extra == 3 * strategy.M  # the reference's eager_adapt cap
     else:
         assert strategy.requires_verifier and strategy.max_tokens == sampling.max_tokens
 

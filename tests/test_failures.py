@@ -19,7 +19,7 @@ from ttscale.strategies.best_of_n import BestOfN
 from ttscale.strategies.particle_filter import ParticleFilter
 from tests.helpers import ToyTask, make_ctx
 from tests.test_runner import make_cfg, only_dir, responder
-from ttscale.engine import EngineError, GenerationRequest
+from ttscale.engine import GenerationRequest
 from ttscale.results import iter_records
 from ttscale.runner import run
 from ttscale.runner.console import summary_text

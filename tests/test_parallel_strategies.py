@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -85,6 +86,10 @@ def test_self_certainty_reads_mean_logprob_and_prefers_the_likely_completion():
     ctx = make_ctx(eng, verifier=SelfCertainty())
     res = run(BestOfN(n=8, temperature=1.0).solve(P, ctx))
     assert all(c.mean_logprob is not None and c.score == c.mean_logprob for c in res.candidates)
+    # output "prob": exp(mean log-prob), in [0, 1], ranked as the raw mean
+    prob = run(SelfCertainty(output="prob").score(P, res.candidates, ctx))
+    assert prob == pytest.approx([math.exp(c.mean_logprob) for c in res.candidates])
+    assert all(0.0 < p <= 1.0 for p in prob)
     assert eng.requests[0].logprobs == 1  # asked only because the verifier needs it
     if any(c.answer == "1" for c in res.candidates):
         assert res.answer == "1"

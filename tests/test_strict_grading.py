@@ -255,20 +255,20 @@ def test_check_echo_script_reports_the_floor_and_fails_above_the_limit(capsys):
 
 
 def test_a_search_trajectory_left_open_does_not_vote_or_answer():
-    """Step search: `candidates_of` marks an open path "unfinished", `select` then sees no
+    """Step search: `candidates_of` marks an open path "budget" (the search stopped it), `select` then sees no
     answer for it, whatever its weight; with the opt-in it votes."""
     from ttscale.strategies.steps import Node, candidates_of, select
 
     def paths(task):
         root = Node.root()
         open_ = Node(parent=root, step_text="3 + 4 = 8\n\n\\boxed{8}", depth=1, finished=False)
-        done = Node(parent=root, step_text="3 + 4 = 7\n\n\\boxed{7}", depth=1, finished=True, finish_reason="eos")
+        done = Node(parent=root, step_text="3 + 4 = 7\n\n\\boxed{7}", depth=1, finished=True, finish_reason="stop")
         ctx = make_ctx(FakeEngine(), task=task)
         ctx.problem = Problem(id="p", question="What is 3 + 4?")
         return ctx, candidates_of(ctx, [open_, open_, done])
 
     ctx, cands = paths(MathBase(name="math"))
-    assert [c.finish_reason for c in cands] == ["unfinished", "unfinished", "eos"]
+    assert [c.finish_reason for c in cands] == ["budget", "budget", "stop"]
     assert cands[select(ctx, cands, [0.9, 0.9, 0.1], "weighted_vote")].answer == "7"
     best = select(ctx, cands, [0.9, 0.9, 0.1], "argmax")
     assert best == 0 and cands[best].answer is None and cands[best].extra["unfinished_answer"] == "8"

@@ -323,9 +323,11 @@ def test_wandb_offline_run_has_flat_summary_and_run_settings(tmp_path, monkeypat
     assert wb["id"] == h and wb["group"] == "wb"
     assert {"strategy:best_of_n", "n:4", "seed:0"} <= set(wb["tags"])
     s = wb["summary"]
-    for key in ("accuracy", "accuracy_ci_low", "pass@4", "maj@4", "best_of@4", "weighted@4", "tokens/generated_mean",
-                "tokens/generated_total", "flops/all_mean", "verifier/calls_total", "run/wall_time"):
+    for key in ("accuracy", "accuracy_ci_low", "pass@4", "maj@4", "best_of@4", "tokens/generated_mean",
+                "tokens/generated_total", "flops/all_mean", "verifier/calls_total", "run/wall_time",
+                "finish/eos_share", "finish/candidates"):
         assert s[key] == pytest.approx(m[key]), key
+    assert "weighted@4" not in m  # raw mean log-probs are negative: not summed as weights
     c = wb["config"]
     assert c["seed"] == 0 and c["strategy"]["n"] == 4 and c["environment"]["engine"]["engine"] == "fake"
     hw = c["environment"]

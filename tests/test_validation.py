@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,63 @@ def test_group_choice_check_reads_conf_and_searchpath(tmp_path):
     extra.mkdir(parents=True)
     (extra / "fake.yaml").write_text("_target_: ttscale.backends.fake.FakeEngine\n")
     assert check_group_choices(["backend=fake", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]) is None
+
+
+# ---------------------------------------------------------------- no silent no-ops
+def test_unbounded_scores_under_a_logit_weighting_are_refused_in_one_line(tmp_path):
+    root = tmp_path / "out"
+    p = run_cli(root, "strategy=particle_filter", "verifier=self_certainty")
+    assert_rejected(p, root, "strategy.weighting=logit", "[0, 1]", "self_certainty", "(-inf, 0]", "+verifier.output=prob")
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["strategy=particle_filter"], "strategy.weighting=logit"),
+    (["strategy=particle_filter", "strategy.weighting=log"], "strategy.weighting=log"),
+    (["strategy=entropic_particle_filter"], "strategy.weighting=logit"),
+    (["strategy=a_star"], "strategy a_star"),
+    (["strategy=weighted_majority"], "strategy weighted_majority"),
+    (["strategy=beam_search", "strategy.selection=weighted_vote"], "strategy.selection=weighted_vote"),
+])
+def test_strategies_that_need_bounded_scores_refuse_raw_log_probs(tmp_path, overrides, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        run(cfg_for(tmp_path, *overrides, "verifier=self_certainty", "run.dry_run=true"))
+    assert not (tmp_path / "default").exists()
+    # mapped to [0, 1] (its_hub's exp(mean log-prob)), the same combination is accepted
+    assert run(cfg_for(tmp_path, *overrides, "verifier=self_certainty", "+verifier.output=prob", "run.dry_run=true")) == {}
+
+
+@pytest.mark.parametrize("strategy", ["a_star", "beam_search", "dvts", "particle_filter", "entropic_particle_filter",
+                                      "best_of_n", "best_of_majority", "weighted_majority", "majority_vote",
+                                      "entropy_branching"])
+@pytest.mark.parametrize("verifier", [["verifier=self_certainty", "+verifier.output=prob"], ["verifier=arithmetic_checker"],
+                                      ["verifier=judge_steps"], ["verifier=oracle"], ["verifier=self_certainty"]])
+def test_shipped_verifiers_declare_scores_every_shipped_strategy_can_read(tmp_path, strategy, verifier):
+    from hydra.utils import instantiate
+
+    from ttscale.runner.validation import check_score_range
+
+    cfg = cfg_for(tmp_path, f"strategy={strategy}", *verifier)
+    s, v = instantiate(cfg.strategy), instantiate(cfg.verifier)  # the built objects, not key names
+    if verifier == ["verifier=self_certainty"] and strategy in REFUSE_RAW_LOGPROBS:
+        with pytest.raises(ConfigError, match=r"\(-inf, 0\]"):
+            check_score_range(s, v)
+    else:
+        check_score_range(s, v)
+
+
+# The shipped strategies whose default settings cannot read raw mean log-probabilities.
+REFUSE_RAW_LOGPROBS = {"a_star", "particle_filter", "entropic_particle_filter", "weighted_majority"}
+
+
+def test_the_check_reads_the_built_verifier_not_its_name():
+    from ttscale.strategies.particle_filter import ParticleFilter
+    from ttscale.runner.validation import check_score_range
+    from ttscale.verifiers.arithmetic_checker import ArithmeticChecker
+    from ttscale.verifier import Verifier
+
+    check_score_range(ParticleFilter(), ArithmeticChecker())
+    with pytest.raises(ConfigError, match=r"\[-1, 1\]"):  # its configured levels leave [0, 1]
+        check_score_range(ParticleFilter(), ArithmeticChecker(wrong_score=-1.0))
+    check_score_range(ParticleFilter(weighting="identity"), ArithmeticChecker(wrong_score=-1.0))
+    with pytest.raises(ConfigError, match=r"\(-inf, inf\)"):  # a verifier that declares nothing is unbounded
+        check_score_range(ParticleFilter(), Verifier())

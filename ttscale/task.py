@@ -39,7 +39,7 @@ def is_finished(finish_reason: str | None) -> bool:
 def credited(task: Any, candidate: Candidate) -> bool:
     """Whether the task grades this candidate's answer: a finished one always, an unfinished
     one only when the task opts in (`task.grade_unfinished=true`)."""
-    return bool(getattr(task, "grade_unfinished", True)) or is_finished(candidate.finish_reason)
+    return bool(task.grade_unfinished) or is_finished(candidate.finish_reason)
 
 
 def withhold_unfinished(task: Any, candidates: Sequence[Candidate]) -> int:
@@ -140,6 +140,21 @@ class Task:
     async def agrade(self, problem: Problem, reference: Reference, result: Result) -> None:
         """`grade` for the runner's event loop; tasks whose grading waits on a sandbox override it."""
         self.grade(problem, reference, result)
+
+
+def grade_submitted(result: Result) -> None:
+    """Pass@k grading (Di et al. 2025, arXiv:2510.03199, best-of-majority): a strategy that
+    submits several answers lists their candidate indices in `result.stats["submitted"]`;
+    the result is then correct when any submitted answer is. Call after `Task.grade` (the
+    candidates must be graded). The first answer's own grade stays in
+    `result.grading["first_answer_correct"]`, k in `result.grading["pass_at_k"]`. One
+    answer (or none listed): nothing changes."""
+    idx = result.stats.get("submitted") if isinstance(result.stats, dict) else None
+    if not idx or len(idx) < 2:
+        return
+    result.grading["first_answer_correct"] = result.correct
+    result.grading["pass_at_k"] = len(idx)
+    result.correct = any(bool(result.candidates[i].correct) for i in idx)
 
 
 def cluster_answers(task: Task, candidates: Sequence[Candidate]) -> list[int | None]:

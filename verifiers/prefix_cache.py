@@ -33,6 +33,7 @@ import weakref
 from typing import Sequence
 
 from ttscale.context import SolveContext
+from ttscale.segment import STEP_DELIMITER
 from ttscale.types import Problem
 from ttscale.verifier import ProcessVerifier
 
@@ -81,8 +82,8 @@ class CachedProcessVerifier(ProcessVerifier):
 
     granularity: str = "sequence"  # "sequence" | "step" (see the module doc)
 
-    def __init__(self, aggregation: str = "last", use_cache: bool = True) -> None:
-        super().__init__(aggregation)
+    def __init__(self, aggregation: str = "last", use_cache: bool = True, step_delimiter: str = STEP_DELIMITER) -> None:
+        super().__init__(aggregation, step_delimiter)
         self.use_cache = use_cache
         self._owner = f"{type(self).__name__}@{id(self):x}"
 
