@@ -15,6 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ttscale.runner.errors import ConfigError
+from ttscale.runner.estimate import ESTIMATES, sweep_total
 from ttscale.runner.job import run
 
 _REJECTED: list[str] = []
@@ -51,6 +52,8 @@ class SweepFailures(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         import shutil
 
+        if ESTIMATES:  # a dry-run sweep: every run's estimate added up
+            print("\n".join(sweep_total(ESTIMATES)))
         for d in self._new:  # deepest first
             if d.is_dir() and _bare(d):
                 shutil.rmtree(d, ignore_errors=True)

@@ -62,6 +62,7 @@ async def run_items(plan: Plan, engine: Engine, progress: Any = None) -> None:
     queue: asyncio.Queue = asyncio.Queue()
     for item in plan.todo:
         queue.put_nowait(item)
+    t0, generated = time.perf_counter(), [0]
 
     async def worker() -> None:
         while True:
@@ -72,6 +73,9 @@ async def run_items(plan: Plan, engine: Engine, progress: Any = None) -> None:
             rec = await solve_and_grade(plan, engine, problem, reference, index)
             plan.store.append(rec)
             if progress is not None:
+                generated[0] += int((rec.get("usage") or {}).get("generated_tokens") or 0)
+                progress.set_postfix_str(f"{generated[0] / max(time.perf_counter() - t0, 1e-9):.0f} generated tok/s",
+                                         refresh=False)
                 progress.update(1)
 
     n = max(1, min(int(plan.cfg.run.concurrency), len(plan.todo)))

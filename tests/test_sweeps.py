@@ -199,7 +199,7 @@ def test_basic_launcher_sweep_runs_every_configuration_and_relaunch_is_a_no_op(t
     assert p.stdout.count("== ") == 4  # each job's summary
     before = snapshot(dirs)
     p2, _ = sweep(tmp_path, *args)
-    assert snapshot(dirs) == before and p2.stdout.count("problems 3") == 4
+    assert snapshot(dirs) == before and p2.stdout.count("on 3 arithmetic problems") == 4
 
 
 def _job_times(log: str) -> tuple[float, float]:
@@ -388,6 +388,9 @@ def test_a_sweep_in_one_process_keeps_one_engine_across_seeds_and_replaces_it_fo
 
         def shutdown(self):
             stopped.append(self)
+
+        def info(self):
+            return {"engine": "stub"}
 
     monkeypatch.setattr(runner, "_ENGINES", {})
     monkeypatch.setattr(runner, "instantiate", lambda node: Eng(**OmegaConf.to_container(node, resolve=True)))
