@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Depends on timing or on the prefix cache's state (warmed by whatever ran before on the
 # same engine), not on the seed.
-VOLATILE_METRIC_PREFIXES = ("run/", "time/", "tokens/cached_prompt", "tokens/computed_prompt", "flops/prefill",
+VOLATILE_METRIC_PREFIXES = ("run/", "time/", "estimate/", "tokens/cached_prompt", "tokens/computed_prompt", "flops/prefill",
                             "flops/all")
 VOLATILE_USAGE = ("wall_time", "cached_prompt_tokens", "computed_prompt_tokens", "prefill_flops", "flops")
 
