@@ -46,7 +46,10 @@ install_packages() {
     if [ -n "$policy" ]; then rm -f "$policy"; fi
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { # (not kill -0: a user may not signal root's daemons)
+    local pid
+    pid=$(cat "$1" 2>/dev/null) && [ -n "$pid" ] && [ -d "/proc/$pid" ]
+}
 
 node_ready() {  # the node is up and takes jobs
     local state
@@ -188,6 +191,7 @@ start() {
         node_ready && break
         sleep 0.5
     done
+    chmod a+r "$DIR"/run/*.pid
     status || { tail -n 5 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2; die "the cluster did not come up"; }
     echo "export SLURM_CONF=$CONF"
 }
