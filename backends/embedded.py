@@ -11,7 +11,7 @@ The checkpoint lives in ``$TTSCALE_CACHE/models/<name>`` (``TTSCALE_CACHE`` defa
 atomic (written to a temporary directory beside it, then renamed) and serialised by a
 file lock, so two processes starting at once convert it once.
 
-``python -m backends.embedded`` prepares every embedded model and prints its path.
+``python -m ttscale.backends.embedded`` prepares every embedded model and prints its path.
 """
 
 from __future__ import annotations

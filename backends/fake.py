@@ -282,5 +282,8 @@ class FakeEngine:
     async def close(self) -> None:
         return None
 
+    def shutdown(self) -> None:
+        return None
+
     def info(self) -> dict[str, Any]:
         return {"engine": "fake", "num_parameters": self.num_parameters}

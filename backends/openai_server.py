@@ -28,8 +28,8 @@ import os
 import random
 from typing import Any, Mapping
 
-from backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids, gather_all
-from backends.embedded import resolve_model
+from ttscale.backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids, gather_all
+from ttscale.backends.embedded import resolve_model
 from ttscale.engine import Completion, EngineError, GenerationOutput, GenerationRequest
 
 log = logging.getLogger(__name__)

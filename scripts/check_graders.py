@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from tasks.math_tasks import reference_agreement  # noqa: E402
+from ttscale.tasks.math_tasks import reference_agreement  # noqa: E402
 
 FILES = {
     "math500": "math500.jsonl",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttscale.metrics import compare_runs  # noqa: E402
+from ttscale.paired import compare_runs  # noqa: E402
 from ttscale.results import iter_records, record_files  # noqa: E402
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttscale.merge import MergeError, is_sharded, log_merged_run, merge_run  # noqa: E402
+from ttscale.runner.merge import MergeError, is_sharded, log_merged_run, merge_run  # noqa: E402
 
 
 def run_dirs(paths: list[str]) -> list[Path]:

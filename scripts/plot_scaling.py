@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttscale.plotting import log_plot_to_wandb, make_scaling_plot  # noqa: E402
+from ttscale.report.plotting import log_plot_to_wandb, make_scaling_plot  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,13 +26,13 @@ import asyncio
 import dataclasses
 from typing import Any, Mapping
 
-from strategies.base import Strategy
-from strategies.sampling import plurality, sample_candidates
-from tasks.base import cluster_answers
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.sampling import plurality, sample_candidates
+from ttscale.task import cluster_answers
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem, Result
-from verifiers.sandbox import Sandbox
-from verifiers.unit_tests import TestCase, TestRun, assemble_programs, public_tests, run_tests
+from ttscale.sandbox import Sandbox
+from ttscale.sandbox.harness import TestCase, TestRun, assemble_programs, public_tests, run_tests
 
 
 def behavior_tests(problem: Problem) -> tuple[list[TestCase], int, str]:
@@ -65,6 +65,11 @@ def signature(run: TestRun, tests: list[TestCase]) -> tuple[str, ...] | None:
 
 class BehaviorVote(Strategy):
     name = "behavior_vote"
+    independent_samples = True
+    count_params = ("n",)
+
+    def request_shape(self) -> RequestShape:
+        return RequestShape(self.n, self.max_tokens, "max_tokens")  # n whole samples
 
     def __init__(
         self,
@@ -86,16 +91,17 @@ class BehaviorVote(Strategy):
         self.sandbox = Sandbox.from_config(sandbox) if sandbox is not None else None
 
     def _sandbox(self, ctx: SolveContext) -> Sandbox:
-        return self.sandbox or getattr(ctx.task, "sandbox", None) or Sandbox()
+        return self.sandbox or ctx.task.sandbox or Sandbox()
 
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        if getattr(ctx.task, "kind", None) != "code":
+        if ctx.task.kind != "code":
             raise ValueError(f"strategy=behavior_vote needs a code task (task.kind == 'code'), got task={ctx.task.name}")
-        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens)
+        draw: dict = {}
+        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens, stats=draw)
         assemble_programs(ctx.task, problem, cands)
         cluster_answers(ctx.task, cands)  # the fallback classes: same normalised program
         tests, n_public, setup = behavior_tests(problem)
-        stats: dict[str, Any] = {"samples": len(cands), "inputs": len(tests)}
+        stats: dict[str, Any] = {**draw, "inputs": len(tests)}
         programs = sorted({c.answer for c in cands if c.answer})
         allowed = ctx.ledger.verifier_allowance(len(programs))
         runs: dict[str, TestRun] = {}

@@ -24,8 +24,8 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from tasks import answers as A
-from tasks.math_tasks import MathBase
+from ttscale.tasks import answers as A
+from ttscale.tasks.math_tasks import MathBase
 from ttscale.types import Problem, Reference
 
 OPERATORS = ("+", "-", "*")
@@ -95,7 +95,7 @@ class ArithmeticTask(MathBase):
         phrasing: str = "word",
         allow_negative: bool = False,
         prompt_template: str = ARITHMETIC_PROMPT,
-        fallbacks: Sequence[str] = ("boxed", "answer_is", "last_number"),
+        fallbacks: Sequence[str] = ("boxed", "answer_is"),
         **kwargs,
     ) -> None:
         super().__init__(name=name, prompt_template=prompt_template, fallbacks=fallbacks, **kwargs)

@@ -31,7 +31,7 @@ def real_engine():
 
     It runs on its own event-loop thread, so tests may call it from any loop
     (each `asyncio.run`)."""
-    from backends.vllm_engine import test_engine
+    from ttscale.backends.vllm_engine import test_engine
 
     engine = test_engine()
     yield engine

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.base import Task
+from ttscale.task import Task
 from ttscale.budget import Budget, Ledger
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Reference

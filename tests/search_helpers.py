@@ -9,13 +9,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from backends.fake import FakeEngine
+from ttscale.backends.fake import FakeEngine
 from tests.helpers import ToyTask, make_ctx
 from ttscale.budget import Budget
 from ttscale.context import SolveContext
 from ttscale.engine import GenerationOutput, GenerationRequest
 from ttscale.types import Problem, Result
-from verifiers.base import ProcessVerifier
+from ttscale.verifier import ProcessVerifier
 
 PROBLEM = Problem(id="p0", question="What is 3 + 4?")
 
@@ -203,8 +203,8 @@ def check_arithmetic_checker_guides_search(make_strategy, problems: int = 24) ->
     """On the real synthetic arithmetic task with the real arithmetic step checker: the
     policy writes a right first equation 25% of the time; guided by the checker, the
     search answers right far more often than a random pick among samples."""
-    from tasks.arithmetic import ArithmeticTask
-    from verifiers.arithmetic_checker import ArithmeticChecker
+    from ttscale.tasks.arithmetic import ArithmeticTask
+    from ttscale.verifiers.arithmetic_checker import ArithmeticChecker
 
     task = ArithmeticTask(num_problems=problems, phrasing="plain", operators=("+",), seed=3)
     solutions: dict[str, list[tuple[str, float]]] = {}

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from backends.fake import FakeEngine
-from tasks.math_tasks import MathTask
-from tasks.rows import read_jsonl
+from ttscale.backends.fake import FakeEngine
+from ttscale.tasks.math_tasks import MathTask
+from ttscale.tasks.rows import read_jsonl
 from tests.conftest import shared_dataset
 from ttscale.runner import ConfigError, run
 

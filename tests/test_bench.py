@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from backends.fake import FakeEngine
+from ttscale.backends.fake import FakeEngine
 from ttscale.bench import orchestration
 from ttscale.bench.engine_parts import Bench, RawJob, overhead, search
 from ttscale.bench.report import Row, judged, table

@@ -13,24 +13,17 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from backends.fake import FakeEngine
-from strategies.behavior_vote import BehaviorVote
-from tasks.code import (
-    HumanEval,
-    MBPP,
-    check_references,
-    docstring_examples,
-    extract_code,
-    humaneval_program,
-    normalize_program,
-    sanitize,
-)
+from ttscale.backends.fake import FakeEngine
+from ttscale.strategies.behavior_vote import BehaviorVote
+from ttscale.tasks.code import MBPP, HumanEval, check_references
+from ttscale.tasks.code_examples import docstring_examples
+from ttscale.tasks.code_extract import extract_code, humaneval_program, normalize_program, sanitize
 from tests.conftest import shared_dataset
 from tests.helpers import make_ctx
 from ttscale.results import iter_records
 from ttscale.runner import run
 from ttscale.types import Candidate, Result
-from verifiers.unit_tests import UnitTestVerifier
+from ttscale.verifiers.unit_tests import UnitTestVerifier
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -363,3 +356,38 @@ def test_run_humaneval_best_of_n_with_the_unit_test_verifier(tmp_path, humaneval
             assert c["score"] == (1.0 if c["answer"] else 0.0) or not c["extra"]["public_total"]
         assert rec["grading"]["false_positives"] == 0
         assert rec["usage"]["verifier_calls"] >= 1
+
+
+def test_a_sharded_code_run_merged_has_exactly_the_unsharded_metric_keys(tmp_path, humaneval):
+    """Run-level metrics are assembled in one place (`ttscale.run_metrics`) for a run and for a
+    merge: the merged metrics of a sharded HumanEval run carry the same keys as the unsharded
+    run, the `grading/*` counters and the false-positive rate included, with equal totals."""
+    from ttscale.runner.merge import merge_run
+
+    _, items = humaneval
+    canon = {p.meta["prompt"]: (p, r) for p, r in items.values()}
+
+    def responder(prompt: str):
+        for text, (p, r) in canon.items():
+            if text in prompt:
+                return [("```python\n" + r.solution + "```", 0.6), ("```python\ndef nope():\n    pass\n```", 0.4)]
+        raise AssertionError("unknown prompt")
+
+    def cfg_for(root, *extra):
+        with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+            return compose("config", overrides=["logger=none", f"run.root={root}", "run.progress=false",
+                                                "run.summary=false", "task=humaneval", "task.limit=4",
+                                                "task.sandbox.workers=2", "strategy=best_of_n", "strategy.n=3",
+                                                "verifier=unit_tests", "sampling.max_tokens=2000", *extra])
+
+    full = run(cfg_for(tmp_path / "full"), engine=FakeEngine(responder))
+    for i in range(2):
+        run(cfg_for(tmp_path / "sharded", f"run.shard={i}", "run.num_shards=2"), engine=FakeEngine(responder))
+    d = next(p for p in (tmp_path / "sharded" / "default").iterdir() if p.is_dir())
+    merged = merge_run(d, num_shards=2).metrics
+    assert any(k.startswith("grading/") for k in full)
+    shard_only = {"run/num_shards", "run/wall_time_shards_total"}
+    assert set(merged) - shard_only == set(full)
+    for k in full:
+        if k.startswith("grading/"):
+            assert merged[k] == full[k], k

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from backends.fake import FakeEngine
+from ttscale.backends.fake import FakeEngine
 from scripts.compare import main
 from tests.test_merge import make_cfg, responder
 from ttscale.results import iter_records
-from ttscale.runner import run, run_dir_for
+from ttscale.runner import run
+from ttscale.runner.identity import run_dir_for
 
 
 def _run(root, *ov):

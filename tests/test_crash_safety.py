@@ -137,7 +137,7 @@ def fake_backend(tmp_path: Path, delay: float) -> list[str]:
     (conf / "backend").mkdir(parents=True)
     completions = [["12 + 7 = 19\n\n\\boxed{19}", 0.4], ["\\boxed{5}", 0.3], ["I think 19.\n\n\\boxed{19}", 0.3]]
     (conf / "backend" / "fake_test.yaml").write_text(
-        "_target_: backends.fake.FakeEngine\n"
+        "_target_: ttscale.backends.fake.FakeEngine\n"
         f"completions: {json.dumps(completions)}\n"
         f"delay: {delay}\n"
     )

@@ -23,7 +23,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from ttscale.results import iter_records
-from ttscale.runner import run, run_identity
+from ttscale.runner import run
+from ttscale.runner.identity import run_identity
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 OVERRIDES = ["task.num_problems=4", "strategy=best_of_n", "verifier=self_certainty", "strategy.n=3",
@@ -51,7 +52,7 @@ def outcome(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def one_at_a_time_engine():
     """The embedded model on vLLM's CPU build, one sequence at a time, no prefix cache."""
-    from backends.vllm_engine import test_engine
+    from ttscale.backends.vllm_engine import test_engine
 
     engine = test_engine(max_num_seqs=1, enable_prefix_caching=False)
     yield engine

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from backends import embedded
-from backends.common import HFTokenizer, count_parameters
-from backends.embedded import resolve_model
+from ttscale.backends import embedded
+from ttscale.backends.common import HFTokenizer, count_parameters
+from ttscale.backends.embedded import resolve_model
 
 NAME = "embedded:smollm2-135m-instruct"
 SMOLLM2_PARAMETERS = 134_515_008

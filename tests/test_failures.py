@@ -13,17 +13,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from backends.fake import FakeEngine
-from backends.retry import RetryingEngine, with_retry
-from strategies.best_of_n import BestOfN
-from strategies.particle_filter import ParticleFilter
+from ttscale.backends.fake import FakeEngine
+from ttscale.retry import RetryingEngine, with_retry
+from ttscale.strategies.best_of_n import BestOfN
+from ttscale.strategies.particle_filter import ParticleFilter
 from tests.helpers import ToyTask, make_ctx
 from tests.test_runner import make_cfg, only_dir, responder
-from ttscale.engine import EngineError, GenerationRequest
+from ttscale.engine import GenerationRequest
 from ttscale.results import iter_records
-from ttscale.runner import run, summary_text
+from ttscale.runner import run
+from ttscale.runner.console import summary_text
 from ttscale.types import Problem
-from verifiers.base import ProcessVerifier, Verifier
+from ttscale.verifier import ProcessVerifier, Verifier
 
 
 def problem_of(text: str) -> str:
@@ -247,7 +248,7 @@ def test_a_process_verifier_raising_on_one_prefix_marks_that_path():
 
 
 def test_score_nodes_marks_only_the_failing_nodes():
-    from strategies.steps import Node, score_nodes
+    from ttscale.strategies.steps import Node, score_nodes
     from ttscale.engine import Completion
 
     eng = FakeEngine()
@@ -263,7 +264,7 @@ def test_score_nodes_marks_only_the_failing_nodes():
 
 
 def _step_cfg():
-    from strategies.steps import StepConfig
+    from ttscale.strategies.steps import StepConfig
 
     return StepConfig(delimiter="\n\n", max_steps=4, max_step_tokens=32, max_total_tokens=64)
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from tasks import answers as A
-from tasks.base import cluster_answers
-from tasks.math_tasks import MathBase, reference_agreement
+from ttscale.tasks import answers as A
+from ttscale.task import cluster_answers
+from ttscale.tasks.math_tasks import MathBase, reference_agreement
 from tests.test_math_tasks import shared_task
 from ttscale.types import Candidate, Problem, Reference, Result
 

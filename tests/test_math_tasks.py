@@ -10,7 +10,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tasks.math_tasks import MathTask, answer_to_str
+from ttscale.tasks.math_tasks import MathTask, answer_to_str
 from tests.conftest import ROOT, shared_dataset
 
 CONF = ROOT / "conf" / "task"
@@ -210,8 +210,8 @@ def test_missing_or_bad_path_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("kw, field", [({"limit": -1}, "limit"), ({"offset": -2}, "offset")])
 def test_a_negative_limit_or_offset_is_refused_by_every_task_family(tmp_path, kw, field):
-    from tasks.arithmetic import ArithmeticTask
-    from tasks.code import MBPP
+    from ttscale.tasks.arithmetic import ArithmeticTask
+    from ttscale.tasks.code import MBPP
 
     (tmp_path / "d.jsonl").write_text("{}\n")
     for make in (lambda: MathTask(name="m", path=str(tmp_path / "d.jsonl"), **kw),

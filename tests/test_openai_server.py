@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends.embedded import resolve_model
-from backends.openai_server import OpenAIServerEngine
+from ttscale.backends.embedded import resolve_model
+from ttscale.backends.openai_server import OpenAIServerEngine
 from ttscale.engine import Engine, EngineError, GenerationRequest
 
 ROOT = Path(__file__).resolve().parents[1]

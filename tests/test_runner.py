@@ -9,9 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from backends.fake import FakeEngine
+from ttscale.backends.fake import FakeEngine
 from ttscale.results import iter_records
-from ttscale.runner import ConfigError, run, run_identity
+from ttscale.runner import ConfigError, run
+from ttscale.runner.identity import run_identity
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -108,9 +109,51 @@ def test_strategy_needing_a_verifier_fails_before_anything_runs(tmp_path):
 
 
 def test_grading_counters_become_a_false_positive_rate():
-    from ttscale.runner import grading_metrics
+    from ttscale.run_metrics import grading_metrics
 
     m = grading_metrics({"candidates": 8, "public_all_passed": 4, "hidden_passed": 3, "false_positives": 1})
     assert m["grading/false_positive_rate"] == 0.25 and m["grading/false_positives_total"] == 1
     assert grading_metrics({"candidates": 3})  == {}  # math tasks: nothing to report
     assert grading_metrics({"false_positives": 0, "public_all_passed": 0})["grading/false_positive_rate"] is None
+
+
+def test_a_run_directory_from_before_the_floors_resumes_at_its_results_version(tmp_path, monkeypatch):
+    """tests/fixtures/run_before_floors: a run made by ttscale before its folders were
+    installed under `ttscale.` (config targets `strategies.best_of_n.BestOfN`), stopped after
+    3 of 6 problems. The floors alone change no identity: at that run's results version the
+    same command today finds the same directory (targets are hashed without the `ttscale.`
+    prefix) and runs only the 3 missing problems. At today's version (strict grading and the
+    rest of RESULTS_VERSION 2) the same command is a new run in a new directory, and the old
+    one is left as it was: records of two meanings are never mixed."""
+    import shutil
+
+    import ttscale.runner.identity as identity
+
+    fixture = Path(__file__).parent / "fixtures" / "run_before_floors"
+    exp = tmp_path / "before_floors"
+    shutil.copytree(fixture, exp)
+    [old] = exp.iterdir()
+    old_lines = (old / "records.jsonl").read_text().splitlines()
+    old_hash = json.loads((old / "identity.json").read_text())["hash"]
+    cfg = make_cfg(tmp_path, "strategy=best_of_n", "verifier=self_certainty", "strategy.n=3",
+                   "run.experiment=before_floors")
+    assert cfg.strategy._target_ == "ttscale.strategies.best_of_n.BestOfN"
+
+    # today: a new directory, the old one untouched
+    assert identity.RESULTS_VERSION >= 2 and run_identity(cfg)[1] != old_hash
+    run(cfg, engine=FakeEngine(responder))
+    new = next(p for p in exp.iterdir() if p != old)
+    assert (old / "records.jsonl").read_text().splitlines() == old_lines and not (old / "metrics.json").exists()
+    assert json.loads((new / "identity.json").read_text())["config"]["results_version"] == identity.RESULTS_VERSION
+    shutil.rmtree(new)
+
+    # at the fixture's own results version: the same directory, resumed
+    monkeypatch.setattr(identity, "RESULTS_VERSION", 1)
+    assert run_identity(cfg)[1] == old_hash
+    eng = FakeEngine(responder)
+    m = run(cfg, engine=eng)
+    assert [p.name for p in exp.iterdir()] == [old.name]
+    lines = (old / "records.jsonl").read_text().splitlines()
+    assert lines[:3] == old_lines and len(lines) == 6
+    assert sorted(json.loads(x)["problem_id"] for x in lines) == [f"q{i}" for i in range(6)]
+    assert m["problems"] == 6 and eng.num_requests == 3  # one request (n=3) per missing problem

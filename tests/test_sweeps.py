@@ -19,11 +19,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from backends.fake import FakeEngine
 from tests.helpers import CRASH_MARK
+from ttscale.backends.fake import FakeEngine
 from tests.test_merge import make_cfg, responder
 from ttscale.results import iter_records
-from ttscale.runner import run, run_dir_for, run_identity
+from ttscale.runner import run
+from ttscale.runner.identity import run_dir_for, run_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
@@ -166,9 +167,9 @@ def test_relaunching_a_finished_sweep_generates_nothing_and_loads_no_engine(tmp_
     assert len(dirs) == len(GRID)
     before = snapshot(dirs)
     metrics = {d: json.loads((d / "metrics.json").read_text()) for d in dirs}
-    import ttscale.runner as runner
+    import ttscale.runner.job as runner_job
 
-    monkeypatch.setattr(runner, "get_engine", lambda *a: pytest.fail("an engine was loaded for a finished run"))
+    monkeypatch.setattr(runner_job, "get_engine", lambda *a: pytest.fail("an engine was loaded for a finished run"))
     for ov, n in GRID:
         run(make_cfg(tmp_path, *ov, f"strategy.n={n}", problems=5))
     assert snapshot(dirs) == before  # not a byte appended
@@ -321,9 +322,11 @@ def test_wandb_offline_run_has_flat_summary_and_run_settings(tmp_path, monkeypat
     assert wb["id"] == h and wb["group"] == "wb"
     assert {"strategy:best_of_n", "n:4", "seed:0"} <= set(wb["tags"])
     s = wb["summary"]
-    for key in ("accuracy", "accuracy_ci_low", "pass@4", "maj@4", "best_of@4", "weighted@4", "tokens/generated_mean",
-                "tokens/generated_total", "flops/all_mean", "verifier/calls_total", "run/wall_time"):
+    for key in ("accuracy", "accuracy_ci_low", "pass@4", "maj@4", "best_of@4", "tokens/generated_mean",
+                "tokens/generated_total", "flops/all_mean", "verifier/calls_total", "run/wall_time",
+                "finish/eos_share", "finish/candidates"):
         assert s[key] == pytest.approx(m[key]), key
+    assert "weighted@4" not in m  # raw mean log-probs are negative: not summed as weights
     c = wb["config"]
     assert c["seed"] == 0 and c["strategy"]["n"] == 4 and c["environment"]["engine"]["engine"] == "fake"
     hw = c["environment"]
@@ -373,7 +376,7 @@ ENGINE_START_MARK = "EngineCore"  # every log line of vLLM's engine process carr
 
 # --------------------------------------------------------------------------- one engine per process
 def test_a_sweep_in_one_process_keeps_one_engine_across_seeds_and_replaces_it_for_new_settings(monkeypatch):
-    import ttscale.runner as runner
+    import ttscale.runner.engines as runner
 
     built, stopped = [], []
 

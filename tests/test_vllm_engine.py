@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from backends.vllm_engine import VLLMEngine
+from ttscale.backends.vllm_engine import VLLMEngine
 from ttscale.engine import Engine, EngineError, GenerationRequest
 
 pytestmark = pytest.mark.engine

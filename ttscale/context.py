@@ -6,17 +6,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ttscale.budget import Ledger
 from ttscale.engine import Engine, GenerationOutput, GenerationRequest
+from ttscale.task import Task
 from ttscale.types import Problem, Reference
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tasks.base import Task
-    from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 
 def derive_seed(*parts: Any) -> int:

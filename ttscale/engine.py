@@ -100,6 +100,10 @@ class Engine(Protocol):
 
     async def close(self) -> None: ...
 
+    def shutdown(self) -> None:
+        """Stop the engine's processes and free its memory (called from sync code, at exit)."""
+        ...
+
     def info(self) -> dict[str, Any]:
         """Model, dtype, library versions, batch settings: logged for reproducibility."""
         ...

@@ -26,6 +26,13 @@ Rules (also stated in the README's metrics section)
   means (counted in ``notes``). weighted@k is exact where possible, otherwise a
   seeded Monte Carlo estimate; ``curves["weighted"][k]["method"]`` says which
   ("exact", "monte_carlo", or "mixed" across problems).
+* **Only pools of independent samples get curves.** A record says whether its
+  candidates are independent samples (``independent_samples``, from the strategy's
+  class attribute); when they are not (a search's final pool), no curve over k is
+  computed, and ``search/*`` and ``pool/distinct_texts_mean`` describe the search
+  instead (`ttscale.pools`). Records that do not say (older runs) get curves, with a note.
+* **Finish reasons**: ``finish/<class>_share`` of all candidates for end of sequence,
+  step cap, token cap, budget and other (`ttscale.finish`), with the raw counts.
 * **Confidence intervals** are problem-level percentile bootstraps (seeded
   numpy Generator, ``n_boot`` resamples, 95% by default): problems are
   resampled with replacement, and every metric uses the same resamples.
@@ -37,111 +44,19 @@ import hashlib
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ttscale.bootstrap import _percentile_ci, bootstrap_means
+from ttscale.entries import USAGE_INDEX, USAGE_KEYS, Pool, ProblemEntry, problem_entry
 from ttscale.estimators import best_of_curve, maj_curve, pass_curve, weighted_curve
+from ttscale.finish import finish_shares
+from ttscale.pools import NEGATIVE_WEIGHTS_NOTE, independence, negative_scores, search_summary
 
 CURVE_METRICS = ("pass", "maj", "best_of", "weighted")
 SCORED_METRICS = ("best_of", "weighted")
-
-# usage field in the record -> summary key stem ("<stem>_total", "<stem>_mean")
-USAGE_KEYS = {
-    "requests": "engine/requests",
-    "prompt_tokens": "tokens/prompt",
-    "cached_prompt_tokens": "tokens/cached_prompt",
-    "computed_prompt_tokens": "tokens/computed_prompt",
-    "generated_tokens": "tokens/generated",
-    "verifier_calls": "verifier/calls",
-    "verifier_tokens": "verifier/tokens",
-    "verifier_cached_tokens": "verifier/cached_tokens",
-    "prefill_flops": "flops/prefill",
-    "decode_flops": "flops/decode",
-    "verifier_flops": "flops/verifier",
-    "flops": "flops/all",
-    "wall_time": "time/wall",
-}
-
-
-# ---------------------------------------------------------------------------
-# per-problem data
-# ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Pool:
-    """One problem's candidates as three aligned arrays (see `ttscale.estimators`)."""
-
-    clusters: np.ndarray  # int64, -1 = no answer
-    correct: np.ndarray  # bool, ungraded = False
-    scores: np.ndarray  # float64, nan = no score
-
-    @classmethod
-    def from_candidates(cls, candidates: Iterable[Mapping[str, Any]]) -> Pool:
-        cl, ok, sc = [], [], []
-        for c in candidates:
-            cluster = c.get("cluster")
-            score = c.get("score")
-            cl.append(-1 if cluster is None else int(cluster))
-            ok.append(bool(c.get("correct")))
-            sc.append(math.nan if score is None else float(score))
-        if any(x < -1 for x in cl):
-            raise ValueError("cluster ids must be non-negative (None = no answer)")
-        return cls(np.array(cl, dtype=np.int64), np.array(ok, dtype=bool), np.array(sc, dtype=np.float64))
-
-    @classmethod
-    def of(cls, clusters: Sequence[int | None], correct: Sequence[bool | None], scores: Sequence[float | None] | None = None) -> Pool:
-        """Convenience constructor from plain lists (None allowed as in records)."""
-        scores = [None] * len(clusters) if scores is None else scores
-        return cls.from_candidates({"cluster": a, "correct": b, "score": s} for a, b, s in zip(clusters, correct, scores, strict=True))
-
-    @property
-    def n(self) -> int:
-        return int(self.clusters.size)
-
-    @property
-    def has_scores(self) -> bool:
-        return bool(np.any(~np.isnan(self.scores)))
-
-
-USAGE_INDEX = {k: i for i, k in enumerate(USAGE_KEYS)}
-
-
-def _no_usage() -> np.ndarray:
-    return np.full(len(USAGE_KEYS), np.nan)
-
-
-@dataclass(slots=True)
-class ProblemEntry:
-    """What metrics keep of one record: a few small arrays, so that holding one per problem
-    of a 10,000-problem run costs about 1 KB each (a record with its texts is many times that)."""
-
-    problem_id: str
-    pool: Pool
-    correct: bool  # final answer graded correct (False when failed or ungraded)
-    failed: bool
-    graded: bool
-    usage: np.ndarray = field(default_factory=_no_usage)  # float64 per USAGE_KEYS, nan = absent
-
-
-def problem_entry(record: Mapping[str, Any]) -> ProblemEntry:
-    failed = record.get("error") is not None
-    usage = {k: float(v) for k, v in (record.get("usage") or {}).items() if isinstance(v, (int, float)) and k in USAGE_KEYS}
-    if "computed_prompt_tokens" not in usage and "prompt_tokens" in usage:
-        usage["computed_prompt_tokens"] = usage["prompt_tokens"] - usage.get("cached_prompt_tokens", 0.0)
-    if "flops" not in usage and any(k in usage for k in ("prefill_flops", "decode_flops", "verifier_flops")):
-        usage["flops"] = sum(usage.get(k, 0.0) for k in ("prefill_flops", "decode_flops", "verifier_flops"))
-    row = _no_usage()
-    for k, v in usage.items():
-        row[USAGE_INDEX[k]] = v
-    return ProblemEntry(
-        problem_id=str(record["problem_id"]),
-        pool=Pool.from_candidates(record.get("candidates") or []),
-        correct=bool(record.get("correct")) and not failed,
-        failed=failed,
-        graded=record.get("correct") is not None,
-        usage=row,
-    )
 
 
 def default_ks(n: int) -> list[int]:
@@ -280,140 +195,6 @@ def metrics_for_subset_sizes(
 
 
 # ---------------------------------------------------------------------------
-# bootstrap
-# ---------------------------------------------------------------------------
-def bootstrap_means(values: np.ndarray, *, n_boot: int = 1000, seed: int | np.random.Generator = 0, chunk_elems: int = 250_000) -> np.ndarray:
-    """Means of problem-level bootstrap resamples: (n_boot,) for a vector, (n_boot, M) for (P, M) columns.
-
-    Problems (rows) are resampled with replacement, the same resamples for all
-    columns. nan entries are left out of a column's mean (the mean is over the
-    resampled rows where it is defined; nan if none is).
-    """
-    v = np.asarray(values, dtype=np.float64)
-    vector = v.ndim == 1
-    if vector:
-        v = v[:, None]
-    P = v.shape[0]
-    if P == 0:
-        raise ValueError("bootstrap needs at least one problem")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    defined = ~np.isnan(v)
-    v0 = np.where(defined, v, 0.0)
-    step = max(1, chunk_elems // P)
-    out = []
-    for start in range(0, n_boot, step):
-        b = min(step, n_boot - start)
-        idx = rng.integers(0, P, size=(b, P))
-        counts = np.bincount((idx + P * np.arange(b)[:, None]).ravel(), minlength=b * P).reshape(b, P).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out.append((counts @ v0) / (counts @ defined))
-    means = np.concatenate(out)
-    return means[:, 0] if vector else means
-
-
-def bootstrap_ci(values: np.ndarray, *, n_boot: int = 1000, seed: int | np.random.Generator = 0, level: float = 0.95) -> np.ndarray:
-    """Percentile bootstrap CI of the mean: array [low, high] (vector) or (M, 2) (columns)."""
-    means = bootstrap_means(values, n_boot=n_boot, seed=seed)
-    return _percentile_ci(means, level)
-
-
-def _percentile_ci(means: np.ndarray, level: float) -> np.ndarray:
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    alpha = (1 - level) / 2
-    with warnings.catch_warnings():  # all-nan columns give nan, quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        q = np.nanquantile(means, [alpha, 1 - alpha], axis=0)
-    return q.T
-
-
-# ---------------------------------------------------------------------------
-# paired comparison
-# ---------------------------------------------------------------------------
-def paired_comparison(
-    a: Mapping[str, float],
-    b: Mapping[str, float],
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """Compare two runs' per-problem values on the problem ids they share.
-
-    Returns the means, the mean difference a - b with a paired percentile
-    bootstrap CI (the same problems resampled for both), and how many problems
-    a scored higher on, b scored higher on, or tied (with 0/1 correctness these
-    are "a right, b wrong", "a wrong, b right", "same").
-    """
-    ids = sorted(set(a) & set(b))
-    out: dict[str, Any] = {"problems": len(ids), "only_a": len(set(a) - set(b)), "only_b": len(set(b) - set(a))}
-    if not ids:
-        return out | {"mean_a": None, "mean_b": None, "mean_diff": None, "diff_ci": None, "a_better": 0, "b_better": 0, "equal": 0}
-    x = np.array([float(a[i]) for i in ids])
-    y = np.array([float(b[i]) for i in ids])
-    d = x - y
-    lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed, level=level)
-    return out | {
-        "mean_a": float(x.mean()),
-        "mean_b": float(y.mean()),
-        "mean_diff": float(d.mean()),
-        "diff_ci": [float(lo), float(hi)],
-        "a_better": int((d > 0).sum()),
-        "b_better": int((d < 0).sum()),
-        "equal": int((d == 0).sum()),
-    }
-
-
-def per_problem_values(records: Iterable[Mapping[str, Any]], metric: str = "accuracy", *, seed: int = 0, **kwargs: Any) -> dict[str, float]:
-    """``{problem_id: value}`` of ``"accuracy"`` (final answer, failed = 0) or a curve metric ``"maj@4"``."""
-    name, k = (metric, None) if metric == "accuracy" else _parse_metric(metric)
-    out: dict[str, float] = {}
-    for rec in records:
-        e = problem_entry(rec)
-        if k is None:
-            out[e.problem_id] = float(e.correct)
-            continue
-        v = float(problem_metrics(e, [k], [name], seed=seed, **kwargs).values[name][0])
-        if math.isnan(v):
-            raise ValueError(f"{metric} is undefined for problem {e.problem_id} (pool of {e.pool.n}, scores: {e.pool.has_scores})")
-        out[e.problem_id] = v
-    return out
-
-
-def _parse_metric(metric: str) -> tuple[str, int]:
-    name, _, k = metric.partition("@")
-    if name not in CURVE_METRICS or not k.isdigit():
-        raise ValueError(f"metric must be 'accuracy' or '<name>@<k>' with name in {CURVE_METRICS}, got {metric!r}")
-    return name, int(k)
-
-
-def compare_runs(
-    records_a: Iterable[Mapping[str, Any]],
-    records_b: Iterable[Mapping[str, Any]],
-    metric: str = "accuracy",
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """Paired comparison of two runs on their shared problem ids (see `paired_comparison`).
-
-    For ``"accuracy"`` it also counts ``a_right_b_wrong``, ``a_wrong_b_right``,
-    ``both_right`` and ``both_wrong``.
-    """
-    a = per_problem_values(records_a, metric, seed=seed)
-    b = per_problem_values(records_b, metric, seed=seed)
-    out = {"metric": metric} | paired_comparison(a, b, n_boot=n_boot, seed=seed, level=level)
-    if metric == "accuracy":
-        ids = set(a) & set(b)
-        out["a_right_b_wrong"] = out["a_better"]
-        out["a_wrong_b_right"] = out["b_better"]
-        out["both_right"] = sum(1 for i in ids if a[i] and b[i])
-        out["both_wrong"] = sum(1 for i in ids if not a[i] and not b[i])
-    return out
-
-
-# ---------------------------------------------------------------------------
 # the run summary
 # ---------------------------------------------------------------------------
 def _num(x: Any) -> float | None:
@@ -440,7 +221,10 @@ def compute_metrics(
     maj, best_of, weighted, ``pool_size_min``/``pool_size_max``,
     ``curves_max_k``, and usage as ``<stem>_total``/``<stem>_mean`` (per
     problem), e.g. ``tokens/generated_total``, ``flops/all_mean``,
-    ``verifier/calls_total``, ``time/wall_total``. Nested: ``curves`` ->
+    ``verifier/calls_total``, ``time/wall_total``; ``pool/independent_samples`` (True,
+    False: no curves, or None: not recorded), ``pool/distinct_texts_mean``,
+    ``search/<stat>_mean`` (`ttscale.pools`), ``finish/<class>_share`` and
+    ``finish/candidates`` (`ttscale.finish`). Nested: ``finish_reasons``, ``curves`` ->
     metric -> str(k) -> {"mean", "ci"} (weighted also "method",
     "monte_carlo_problems", "monte_carlo_stderr"), ``bootstrap`` (its
     settings) and ``notes`` (plain-language caveats). Undefined values are None.
@@ -466,6 +250,13 @@ def compute_metrics(
         notes.append(f"{out['failed']} failed problem(s) count as wrong in accuracy and in every curve")
     if out["ungraded"]:
         notes.append(f"{out['ungraded']} problem(s) without a grade count as wrong")
+    independent, pool_note = independence(e.independent for e in items)
+    out["pool/independent_samples"] = independent
+    if pool_note:
+        notes.append(pool_note)
+    out.update(finish_shares(e.finish for e in items))
+    live = [e for e in items if not e.failed]
+    out.update(search_summary([e.search for e in live], [e.distinct for e in live]))
 
     # usage
     for key, stem in USAGE_KEYS.items():
@@ -491,6 +282,9 @@ def compute_metrics(
     if positive:
         n_min, n_max = min(positive), max(positive)
         out["pool_size_min"], out["pool_size_max"] = n_min, n_max
+    if positive and independent is False:
+        out["curves_max_k"] = None  # not samples: no curves over k (see ttscale.pools)
+    elif positive:
         if n_min != n_max:
             notes.append(f"pool sizes differ ({n_min}..{n_max}): curves stop at the smallest, k <= {n_min}")
         empty = sum(1 for s in sizes if s == 0)
@@ -512,6 +306,9 @@ def compute_metrics(
             unscored = sum(1 for e in items if not e.failed and e.pool.n > 0 and not e.pool.has_scores)
             if unscored:
                 notes.append(f"{unscored} pool(s) without scores are left out of best_of and weighted")
+            if negative_scores(e.pool.scores for e in items if not e.failed):
+                names.remove("weighted")
+                notes.append(NEGATIVE_WEIGHTS_NOTE)
         mats = {m: np.zeros((P, len(use_ks))) for m in names}
         methods: list[list[str]] = [[] for _ in use_ks]
         mc_se: list[list[float]] = [[] for _ in use_ks]

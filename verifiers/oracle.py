@@ -11,25 +11,20 @@ from typing import Sequence
 
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem
-from verifiers.base import Verifier
+from ttscale.verifier import Verifier
 
 
 class OracleVerifier(Verifier):
     name = "oracle"
     is_oracle = True
+    score_range = (0.0, 1.0)  # 1 right, 0 wrong
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
         if ctx.reference is None:
             raise RuntimeError("oracle verifier was not given the reference (runner bug)")
         ctx.ledger.charge_verifier(calls=len(candidates))
-        agrade = getattr(ctx.task, "agrade_answer", None)  # code tasks grade in the sandbox
         out = []
-        for c in candidates:
-            if c.answer is None:
-                ok = False
-            elif agrade is not None:
-                ok = await agrade(c.answer, ctx.reference, problem)
-            else:
-                ok = ctx.task.grade_answer(c.answer, ctx.reference, problem)
+        for c in candidates:  # code tasks grade in the sandbox
+            ok = c.answer is not None and await ctx.task.agrade_answer(c.answer, ctx.reference, problem)
             out.append(1.0 if ok else 0.0)
         return out

@@ -11,6 +11,9 @@ import logging
 import os
 from typing import Any, Iterable
 
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
 log = logging.getLogger("ttscale")
 
 
@@ -65,6 +68,7 @@ class WandbTracker:
         self.extra_tags = list(tags or [])
         self.log_table = log_table
         self.run = None
+        self._warned = False
 
     def _mode(self) -> str:
         if self.mode != "auto":
@@ -77,7 +81,7 @@ class WandbTracker:
         try:
             return fn(*a, **kw)
         except Exception as e:  # noqa: BLE001 - tracking must never stop a run
-            if not getattr(self, "_warned", False):  # said once; later failures go to the debug log
+            if not self._warned:  # said once; later failures go to the debug log
                 log.warning("W&B %s failed (%s: %s); the run goes on without it", what, type(e).__name__, e)
                 self._warned = True
             else:
@@ -149,3 +153,14 @@ class WandbTracker:
         if self.run is not None:
             self._guard("finish", self.run.finish)
             self.run = None
+
+
+def tracker_for(cfg: DictConfig) -> Any:
+    """The run's tracker (`logger=` config); a logger that cannot be built turns tracking off."""
+    if cfg.get("logger") is None:
+        return NullTracker()
+    try:
+        return instantiate(cfg.logger)
+    except Exception as e:  # noqa: BLE001
+        log.warning("logger could not be built (%s); tracking off", e)
+        return NullTracker()

@@ -11,7 +11,7 @@ from typing import Any
 
 from ttscale.results import write_json_atomic
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @dataclass

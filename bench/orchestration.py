@@ -50,9 +50,11 @@ def _rss_mb() -> float:
 
 def measure(num_problems: int, strategy: str, root: str, window: int = 1000, fsync: bool = False) -> dict[str, Any]:
     """Run and measure in this process (call it in a fresh one for a clean peak RSS)."""
-    from backends.fake import FakeEngine
-    from ttscale import runner
+    from ttscale.backends.fake import FakeEngine
     from ttscale.bench.report import compose
+    from ttscale.runner import plan as runner_plan
+    from ttscale.runner import run
+    from ttscale.runner.identity import run_dir_for
     from ttscale.results import ResultsStore
 
     engine = FakeEngine(responder, num_parameters=134_515_008, block_size=16, cache_blocks=10_000,
@@ -74,17 +76,17 @@ def measure(num_problems: int, strategy: str, root: str, window: int = 1000, fsy
 
     cfg = compose(["logger=none", f"run.root={root}", "run.progress=false", "run.summary=false",
                    f"run.fsync={str(fsync).lower()}", f"task.num_problems={num_problems}", *STRATEGIES[strategy]])
-    saved = runner.ResultsStore
-    runner.ResultsStore = TimedStore  # the runner's store, timed
+    saved = runner_plan.ResultsStore
+    runner_plan.ResultsStore = TimedStore  # the runner's store, timed
     try:
         rss_start = _rss_mb()
         t0 = time.perf_counter()
-        metrics = runner.run(cfg, engine=engine)
+        metrics = run(cfg, engine=engine)
         t1 = time.perf_counter()
     finally:
-        runner.ResultsStore = saved
+        runner_plan.ResultsStore = saved
     n = len(times)
-    record_bytes = sum(f.stat().st_size for f in runner.run_dir_for(cfg)[0].glob("records*.jsonl"))
+    record_bytes = sum(f.stat().st_size for f in run_dir_for(cfg)[0].glob("records*.jsonl"))
 
     def cost(lo: int, hi: int) -> dict[str, float]:
         """Mean per problem over records lo..hi-1 (wall, engine, framework), per request."""
@@ -115,7 +117,7 @@ def measure(num_problems: int, strategy: str, root: str, window: int = 1000, fsy
 
 def run_fresh(num_problems: int, strategy: str, fsync: bool = False, timeout: float = 1800) -> dict[str, Any]:
     """`measure` in a fresh Python process (its own peak RSS); returns its JSON."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="ttscale-bench-") as root:
         out = Path(root) / "out.json"
         cmd = [sys.executable, "-m", "ttscale.bench.orchestration", "--problems", str(num_problems),

@@ -22,7 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttscale.results import RECORDS, write_json_atomic, write_text_atomic
+from omegaconf import OmegaConf
+
+from ttscale.results import RECORDS, iter_records, write_json_atomic, write_text_atomic
+from ttscale.run_metrics import record_order, run_metrics
+from ttscale.runner.tracking import tracker_for
 
 SHARD_RE = re.compile(r"^records\.shard-(\d+)-of-(\d+)\.jsonl$")
 SHARD_METRICS_RE = re.compile(r"^metrics\.shard-(\d+)-of-(\d+)\.json$")
@@ -104,11 +108,6 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _sort_key(rec: dict[str, Any]) -> tuple:
-    idx = rec.get("index")
-    return (0, int(idx), str(rec["problem_id"])) if isinstance(idx, int) else (1, 0, str(rec["problem_id"]))
-
-
 def merge_run(
     run_dir: str | Path,
     *,
@@ -123,8 +122,6 @@ def merge_run(
     than the shards expected -- unless ``allow_incomplete``, which merges what exists
     and marks the metrics ``run/partial``.
     """
-    from ttscale.metrics import compute_metrics
-
     run_dir = Path(run_dir)
     groups = find_shards(run_dir)
     if not groups:
@@ -164,7 +161,7 @@ def merge_run(
                 duplicates += records[pid] != rec and rec.get("error") is None
                 continue
             records[pid] = rec
-    ordered = sorted(records.values(), key=_sort_key)
+    ordered = sorted(records.values(), key=record_order)
     report = MergeReport(run_dir, num_shards, len(ordered), expected, duplicates, missing, unfinished)
     problems_short = expected is not None and len(ordered) < expected
     if (missing or unfinished or problems_short) and not allow_incomplete:
@@ -179,14 +176,11 @@ def merge_run(
 
     text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in ordered)
     write_text_atomic(run_dir / RECORDS, text)
-    metrics = compute_metrics(ordered)
+    metrics = run_metrics(ordered)  # the run's own metrics, grading counters included
     shard_metrics = [shards[i].metrics_data or {} for i in sorted(shards)]
     walls = [float(m["run/wall_time"]) for m in shard_metrics if isinstance(m.get("run/wall_time"), (int, float))]
     metrics["run/wall_time"] = max(walls) if walls else None  # elapsed when the shards ran side by side
     metrics["run/wall_time_shards_total"] = sum(walls) if walls else None
-    ve = [m.get("run/verifier_errors") for m in shard_metrics if isinstance(m.get("run/verifier_errors"), int)]
-    if ve:
-        metrics["run/verifier_errors"] = sum(ve)
     sk = [m.get("run/skipped_rows") for m in shard_metrics if isinstance(m.get("run/skipped_rows"), int)]
     if sk:  # rows of the task's data every shard skipped alike (task.on_bad_row=skip)
         metrics["run/skipped_rows"] = max(sk)
@@ -197,8 +191,6 @@ def merge_run(
     if h is None and (run_dir / "identity.json").exists():
         h = json.loads((run_dir / "identity.json").read_text()).get("hash")
     metrics["run/hash"] = h
-    if any(m.get("verifier_is_oracle") for m in shard_metrics):
-        metrics["verifier_is_oracle"] = True
     write_json_atomic(run_dir / "metrics.json", metrics)
     if remove_shards:
         for info in shards.values():
@@ -235,11 +227,6 @@ def log_merged_run(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     Uses the logger settings of the run's saved config; the shard runs (ids
     `<hash>-s<i>of<k>`, tag `shard`) stay beside it in the same group.
     """
-    from omegaconf import OmegaConf
-
-    from ttscale.results import iter_records
-    from ttscale.runner import tracker_for
-
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / "config.yaml")
     ident = json.loads((run_dir / "identity.json").read_text()) if (run_dir / "identity.json").exists() else {}

@@ -3,29 +3,34 @@
 The framework process never `exec`s or `eval`s generated code. Every program runs in
 its own subprocess, with a private temporary directory as its cwd (removed afterwards):
 
-    parent (asyncio) -> python -s -S -B -P verifiers/_launcher.py SPEC   (new session)
-                          unshare namespaces, set up the filesystem, fork:
-                          -> child (PID 1 of its namespace): limits, drop uid and
-                             capabilities, run the script in this fresh interpreter
+    parent (asyncio) -> python -s -S -B -P sandbox/_launcher.py SPEC   (new session)
+                          unshare namespaces, fork:
+                          -> child (PID 1 of its namespace): build its filesystem
+                             (`_rootfs.py`), limits, drop uid and capabilities, run
+                             the script in this fresh interpreter
 
-`verifiers/_launcher.py` is standard library only. What it can set up depends on the
+`sandbox/_launcher.py` is standard library only. What it can set up depends on the
 machine; the strongest available *mode* is detected once per process
 (`Sandbox.isolation()`), and every result says which mode it ran in:
 
 - ``namespaces`` (running as root): new mount, PID, network, IPC and UTS namespaces;
-  the whole filesystem remounted read-only, private size-limited tmpfs over /tmp,
-  /var/tmp, /dev/shm, /run/lock; the work dir bind-mounted read-write; a fresh /proc
-  that shows only the sandbox's processes; then the program drops to an unprivileged
-  uid/gid of its own (one per run, from ``uid_base``), with no supplementary groups,
-  ``no_new_privs``, and rlimits. RLIMIT_NPROC is not enforced for uid 0, so the uid
-  switch is what makes the process limit (fork bombs) bite; when the launcher dies the
-  program gets SIGKILL (PDEATHSIG), and when the program (PID 1 of its namespace) dies
-  the kernel kills every process left in the namespace, however it daemonised.
-- ``userns`` (unprivileged, where user namespaces are allowed): the same namespaces
-  inside a new user namespace; the program keeps the caller's uid outside, so
-  RLIMIT_NPROC counts all of that user's processes.
-- ``none``: rlimits, a new session and a stripped environment only. No network or
-  filesystem isolation; recorded as such (``isolation.network == False``).
+  a *private root* (an empty tmpfs, pivoted into) holding only /usr, /lib*, the
+  interpreter's prefix (read-only, site-packages covered), /dev/{null,zero,full,
+  random,urandom}, a fresh /proc of the sandbox's processes, private tmpfs at /tmp,
+  /var/tmp, /dev/shm and the work dir: no dataset, checkout, run dir or home dir is
+  reachable (``host_files_hidden``; `view.file_view`). The program drops to an
+  unprivileged uid/gid of its own (one per run, from ``uid_base``), no groups,
+  ``no_new_privs``, rlimits (RLIMIT_NPROC is not enforced for uid 0: the uid switch
+  makes the process limit bite); when the launcher dies the program gets SIGKILL
+  (PDEATHSIG), and when the program (PID 1 of its namespace) dies the kernel kills
+  every process left in the namespace, however it daemonised.
+- ``userns`` (unprivileged, where user namespaces are allowed): the same namespaces and
+  private root inside a new user namespace, the caller's uid outside (RLIMIT_NPROC
+  counts all of that user's processes).
+- ``none``: rlimits, a new session, a stripped environment; no network isolation. With
+  Landlock (Linux 5.13+, ``landlock``) the program can read only the interpreter's
+  trees and its work dir (``host_files_hidden``); without, whatever the caller can,
+  and the record says so (``host_files_hidden == False``, a note).
 
 Always: wall-clock timeout (the process group is SIGKILLed), RLIMIT_CPU / AS / NPROC /
 FSIZE / NOFILE / CORE, an environment built from an allow-list (no tokens, keys or
@@ -42,91 +47,30 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import marshal
 import os
-import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from verifiers import _launcher
-from verifiers._launcher import SCRATCH_DIRS, SETUP_FAILED, under as _under
+from ttscale.sandbox import _launcher
+from ttscale.sandbox._launcher import SETUP_FAILED
+from ttscale.sandbox.limits import (
+    MODES, Isolation, SandboxLimits, SandboxResult, _mode_isolation, _signal_name, classify,
+)
+from ttscale.sandbox.view import file_view, view_spec
+from ttscale.sandbox.procs import (
+    _count_user_processes, _empty_group, _killpg, _memory_hint, _remove_tree, drain_report, run_coroutine_sync,
+)
 
 _LAUNCHER = os.path.abspath(_launcher.__file__)
 
-MODES = ("namespaces", "userns", "none")
 # Environment variables a program may inherit (values are taken from the parent only
 # for these names); everything else, tokens and keys included, is dropped.
 ENV_ALLOW = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Resource limits of one run. Sizes in MiB, times in seconds."""
-
-    timeout: float = 10.0  # wall clock, whole run
-    cpu_seconds: int | None = None  # RLIMIT_CPU; None: ceil(timeout) + 1
-    memory_mb: int = 1024  # RLIMIT_AS
-    max_processes: int = 64  # RLIMIT_NPROC (processes + threads of the sandbox uid)
-    max_file_mb: int = 16  # RLIMIT_FSIZE
-    max_open_files: int = 128  # RLIMIT_NOFILE
-    tmpfs_mb: int = 64  # size of each private scratch tmpfs (/tmp, /dev/shm, ...)
-    max_output_bytes: int = 64 * 1024  # tail kept of stdout and of stderr
-    kill_output_bytes: int = 8 * 1024 * 1024  # more output than this (both streams): killed
-
-    def __post_init__(self) -> None:
-        if self.timeout <= 0:
-            raise ValueError(f"sandbox.timeout must be > 0, got {self.timeout}")
-        for name in ("memory_mb", "max_processes", "max_file_mb", "max_open_files", "tmpfs_mb",
-                     "max_output_bytes", "kill_output_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"sandbox.{name} must be >= 1, got {getattr(self, name)}")
-
-    @property
-    def cpu(self) -> int:
-        return int(self.cpu_seconds) if self.cpu_seconds else int(self.timeout) + 1
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """What the sandbox could enforce on this machine (detected once per process)."""
-
-    mode: str  # "namespaces" | "userns" | "none"
-    network: bool  # a new network namespace (no interfaces up: no network at all)
-    pid_namespace: bool
-    filesystem: bool  # read-only root, private scratch tmpfs, only the work dir writable
-    uid_switch: bool  # runs as its own unprivileged uid (so RLIMIT_NPROC is enforced)
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-NO_ISOLATION = Isolation("none", network=False, pid_namespace=False, filesystem=False, uid_switch=False)
-
-
-@dataclass
-class SandboxResult:
-    passed: bool  # exit code 0 (and, for `run_tests`, every test passed)
-    timed_out: bool
-    exit_code: int | None  # None when killed by a signal
-    signal: str | None  # e.g. "SIGKILL"
-    reason: str | None  # None when passed; "timeout", "memory", "killed", "assertion", "syntax", "error: ..."
-    stdout: str  # tail
-    stderr: str  # tail
-    duration: float  # seconds, wall clock
-    isolation: dict[str, Any] = field(default_factory=dict)
-    output_bytes: int = 0  # total bytes written to stdout + stderr
-    report: list[dict[str, Any]] = field(default_factory=list)  # JSON lines the script wrote to fd 3
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------
@@ -156,21 +100,6 @@ def _interpreter() -> tuple[str, str]:
     return exe, os.path.realpath(sys.base_prefix)
 
 
-def _untraversable_ancestor(path: str) -> str | None:
-    """The outermost ancestor of `path` that others may not enter (no o+x), if any."""
-    import stat
-
-    parts = os.path.realpath(path).split("/")
-    for i in range(2, len(parts) + 1):
-        p = "/".join(parts[:i]) or "/"
-        try:
-            if not os.stat(p).st_mode & stat.S_IXOTH:
-                return p
-        except OSError:
-            return None
-    return None
-
-
 def _child_env(workdir: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
     env.setdefault("LANG", "C.UTF-8")
@@ -185,55 +114,14 @@ def _child_env(workdir: str) -> dict[str, str]:
     return env
 
 
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"SIG{sig}"
-
-
-def classify(exit_code: int | None, sig: str | None, stderr: str, timed_out: bool,
-             output_killed: bool = False) -> str | None:
-    """The reason a run failed (None: it did not)."""
-    if timed_out:
-        return "timeout"
-    if output_killed:
-        return "output_limit"
-    if sig == "SIGXCPU":
-        return "timeout"
-    if sig is not None:
-        return "killed"
-    if exit_code == 0:
-        return None
-    last = ""
-    for line in reversed(stderr.strip().splitlines()):
-        if line and not line.startswith(" "):
-            last = line.strip()
-            break
-    return error_reason(last.split(":", 1)[0].strip(), last.split(":", 1)[1].strip() if ":" in last else "")
-
-
-def error_reason(exc_type: str, message: str = "") -> str:
-    """'assertion' / 'syntax' / 'memory' / 'error: Type: message' for an exception type name."""
-    base = exc_type.rsplit(".", 1)[-1]
-    if base == "AssertionError":
-        return "assertion"
-    if base in ("SyntaxError", "IndentationError", "TabError"):
-        return "syntax"
-    if base == "MemoryError":
-        return "memory"
-    if not base:
-        return "error: exited with a non-zero status"
-    msg = f"{base}: {message}" if message else base
-    return "error: " + msg[:200]
-
-
 class Sandbox:
     """Runs Python scripts in isolated subprocesses, `workers` at a time.
 
     `isolation`: "auto" (the strongest mode that works here), or one of MODES to
     insist on it (an error if it does not work). `require_network_isolation`: refuse
-    to run (raise) when no network namespace can be had.
+    to run (raise) when no network namespace can be had. `landlock`: in mode "none",
+    limit the program's file access with Landlock where the kernel has it (false: the
+    program has the caller's file access, recorded as `host_files_hidden == False`).
     """
 
     def __init__(
@@ -242,6 +130,7 @@ class Sandbox:
         limits: SandboxLimits | Mapping[str, Any] | None = None,
         isolation: str = "auto",
         require_network_isolation: bool = False,
+        landlock: bool = True,
         uid_base: int = 1_900_000_000,
         tmp_root: str | None = None,
         python: str | None = None,
@@ -256,6 +145,7 @@ class Sandbox:
             raise ValueError(f"sandbox.workers must be >= 1, got {workers}")
         self.mode_request = isolation
         self.require_network_isolation = require_network_isolation
+        self.landlock = bool(landlock)
         self.uid_base = int(uid_base)
         self.tmp_root = tmp_root
         exe, prefix = _interpreter()
@@ -274,7 +164,7 @@ class Sandbox:
     # ---- isolation ----------------------------------------------------------
     async def isolation(self) -> Isolation:
         """Detect (once per process and interpreter) the strongest mode that works."""
-        key = (self.python, self.mode_request)
+        key = (self.python, self.mode_request, self.landlock)
         if key not in _PROBES:
             iso = await self._probe()
             with _PROBE_LOCK:
@@ -287,21 +177,29 @@ class Sandbox:
         return iso
 
     def candidate_modes(self) -> list[str]:
+        """Modes to try, strongest first ("none+landlock": mode none, files limited by Landlock)."""
+        none = (["none+landlock"] if self.landlock else []) + ["none"]
         if self.mode_request != "auto":
-            return [self.mode_request]
-        return (["namespaces"] if os.geteuid() == 0 else []) + ["userns", "none"]
+            return none if self.mode_request == "none" else [self.mode_request]
+        return (["namespaces"] if os.geteuid() == 0 else []) + ["userns"] + none
 
     async def _probe(self) -> Isolation:
         notes = []
-        probe = "import os\nos.write(3, b'{\"uid\": %d}\\n' % os.getuid())\n"
+        # The probe also looks for the launcher (a file of the project checkout): a mode that
+        # claims to hide the host's files and still shows it does not count as working.
+        probe = (f"import os\ntry:\n    open({_LAUNCHER!r}, 'rb').close()\n    seen = 1\n"
+                 "except OSError:\n    seen = 0\n"
+                 "os.write(3, b'{\"uid\": %d, \"sees_host\": %d}\\n' % (os.getuid(), seen))\n")
         for mode in self.candidate_modes():
             iso = _mode_isolation(mode)
             res = await self._run_once(probe, {}, None, self.limits, iso)
-            uids = [r["uid"] for r in res.report if "uid" in r]
-            ok = res.exit_code == 0 and bool(uids) and (not iso.uid_switch or uids[0] != 0)
+            rep = [r for r in res.report if "uid" in r]
+            ok = res.exit_code == 0 and bool(rep) and (not iso.uid_switch or rep[0]["uid"] != 0)
+            if ok and iso.host_files_hidden and rep[0]["sees_host"]:
+                ok, res.reason = False, "the host's files are still visible"
             if ok:
                 if notes:
-                    iso = dataclasses.replace(iso, note="; ".join(notes))
+                    iso = dataclasses.replace(iso, note="; ".join(notes + [iso.note] if iso.note else notes))
                 return iso
             err = next((r["sandbox_error"] for r in res.report if "sandbox_error" in r), None)
             notes.append(f"{mode} unavailable: {err or res.reason or res.stderr.strip()[-200:]}")
@@ -361,19 +259,14 @@ class Sandbox:
             elif iso.mode in ("userns", "none") and os.geteuid() != 0:
                 # RLIMIT_NPROC counts every process of this user: leave room for those.
                 nproc += _count_user_processes(os.getuid())
-            expose = []
-            if iso.mode != "none":
-                hidden = _untraversable_ancestor(self.python_prefix) if iso.uid_switch else None
-                if hidden or _under(self.python_prefix, SCRATCH_DIRS):
-                    expose.append((hidden, self.python_prefix))
             report_r, report_w = os.pipe()
             spec = {
-                "mode": iso.mode,
+                "mode": iso.mode, "parent": os.getpid(),  # launcher and program die with this process
                 "workdir": workdir,
                 "script": os.path.join(workdir, "__main__.py"),
                 "uid": uid,
                 "gid": gid,
-                "expose": expose,
+                **view_spec(iso, file_view(self.python, self.python_prefix, os.getcwd())),
                 "report_fd": report_w,
                 "cpu": limits.cpu,
                 "nproc": nproc,
@@ -500,111 +393,5 @@ class Sandbox:
             output_bytes=total[0],
             report=report,
         )
-
-
-async def drain_report(reader: asyncio.StreamReader, cap: int) -> list[dict[str, Any]]:
-    """JSON lines from the report pipe (malformed lines and anything past `cap` bytes dropped)."""
-    out: list[dict[str, Any]] = []
-    seen = 0
-    while True:
-        try:
-            line = await reader.readline()
-        except (ValueError, asyncio.LimitOverrunError):  # a line longer than the reader's limit
-            continue
-        if not line:
-            return out
-        seen += len(line)
-        if seen > cap:
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            out.append(obj)
-
-
-def _memory_hint(stderr: str) -> bool:
-    return "MemoryError" in stderr or "Cannot allocate memory" in stderr
-
-
-def _mode_isolation(mode: str) -> Isolation:
-    if mode == "namespaces":
-        return Isolation("namespaces", network=True, pid_namespace=True, filesystem=True, uid_switch=True)
-    if mode == "userns":
-        return Isolation("userns", network=True, pid_namespace=True, filesystem=True, uid_switch=False)
-    return NO_ISOLATION
-
-
-def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def _empty_group(pgid: int, within: float = 1.0) -> None:
-    """SIGKILL the process group until it is gone (a forking process can add members
-    while one kill is delivered), for at most `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            return
-        if time.monotonic() > deadline:
-            return
-        await asyncio.sleep(0.01)
-
-
-def _count_user_processes(uid: int) -> int:
-    n = 0
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                if os.stat(f"/proc/{d}").st_uid == uid:
-                    n += len(os.listdir(f"/proc/{d}/task"))
-            except OSError:
-                pass
-    return n
-
-
-def _remove_tree(path: str) -> None:
-    def onerror(func, p, exc_info):  # a directory the program made unwritable
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    for _ in range(3):
-        shutil.rmtree(path, onerror=onerror)
-        if not os.path.exists(path):
-            return
-        time.sleep(0.05)
-
-
-def run_coroutine_sync(coro):
-    """Run a coroutine to completion from sync code, also when an event loop is
-    already running in this thread (then in a worker thread with its own loop)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as e:  # noqa: BLE001
-            box["error"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 

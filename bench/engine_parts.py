@@ -1,6 +1,6 @@
 """The real-engine parts of the benchmark: one vLLM engine, one process, every part.
 
-The engine is the one `ttscale.runner.run` builds for the config (`runner.get_engine`,
+The engine is the one `ttscale.runner.run` builds for the config (`ttscale.runner.engines.get_engine`,
 conf/backend/vllm.yaml with the embedded model) and keeps for the process; the raw
 baselines talk to the *same* `AsyncLLM` instance on its own event loop, so both sides
 have the same engine settings, weights, KV cache and threads. The prefix cache is
@@ -68,14 +68,14 @@ class Bench:
     any other engine (the fake one, in tests) it is `engine.generate` without the framework."""
 
     def __init__(self, backend_overrides: list[str] | None = None, engine: Any = None) -> None:
-        from ttscale import runner
+        from ttscale.runner.engines import get_engine
 
         self.backend_overrides = list(backend_overrides or [])
         self.given = engine is not None
         t0 = time.perf_counter()
         if engine is None:
             cfg = config(self.backend_overrides, tempfile.mkdtemp(prefix="ttscale-bench-"))
-            engine = runner.get_engine(cfg.backend)
+            engine = get_engine(cfg.backend)
         self.engine = engine
         self.startup_s = time.perf_counter() - t0
         self.llm = getattr(engine, "_llm", None)  # vLLM's AsyncLLM when the engine is VLLMEngine
@@ -131,18 +131,20 @@ class Bench:
     def run(self, overrides: list[str], engine: Any = None) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
         """`ttscale.runner.run` in a fresh run directory (no resume); wall time, metrics, records.
         `engine`: a wrapper of this bench's engine to run on (default: the engine itself)."""
-        from ttscale import runner
+        from ttscale.runner import run
+        from ttscale.runner.engines import get_engine
+        from ttscale.runner.identity import run_dir_for
 
         root = tempfile.mkdtemp(prefix="ttscale-bench-")
         cfg = config([*self.backend_overrides, *overrides], root)
         self.reset_cache()
         t0 = time.perf_counter()
         # without an engine given, the runner's engine cache hands it the same engine
-        metrics = runner.run(cfg, engine=engine or (self.engine if self.given else None))
+        metrics = run(cfg, engine=engine or (self.engine if self.given else None))
         wall = time.perf_counter() - t0
         if not self.given and engine is None:
-            assert runner.get_engine(cfg.backend) is self.engine, "the runner built a second engine"
-        recs = sorted(iter_records(runner.run_dir_for(cfg)[0]), key=lambda r: r.get("index", 0))
+            assert get_engine(cfg.backend) is self.engine, "the runner built a second engine"
+        recs = sorted(iter_records(run_dir_for(cfg)[0]), key=lambda r: r.get("index", 0))
         return wall, metrics, recs
 
     def problems(self, num: int, overrides: list[str] = ()) -> list[tuple[str, list[int]]]:
