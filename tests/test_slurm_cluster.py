@@ -172,6 +172,18 @@ def test_crashing_jobs_are_reported_with_their_log_paths(tmp_path, slurm):
     assert states == {f"{a}_0": "COMPLETED", f"{a}_1": "FAILED", f"{a}_2": "FAILED"}
 
 
+def test_a_rejected_configuration_fails_the_sweep_with_status_2(tmp_path, slurm):
+    """Bad input in one job of the array: its one-line error reaches the sweep, which still runs
+    the other configuration and exits 2, as with the basic launcher."""
+    p = sweep(tmp_path, slurm, "slurm_rejected", "task.limit=2,-1")
+    assert p.returncode == 2, (p.stdout + p.stderr)[-3000:]
+    [line] = [x for x in p.stderr.splitlines() if x.startswith("ttscale: job #")]
+    assert re.match(r"ttscale: job #1 \(\d+_1\) rejected: ConfigError: task: .*task.limit must be >= 0", line), line
+    assert "configuration(s) of the sweep were rejected" in p.stderr
+    [d] = run_dirs_under(tmp_path, "slurm_rejected")
+    assert metrics(d)["problems"] == 2
+
+
 def test_the_gpu_launcher_defaults_are_rejected_by_a_cpu_node(tmp_path, slurm):
     """hydra/launcher=slurm asks for a GPU (and 8 CPUs, 64 GB): sbatch refuses it on this node,
     which hydra/launcher=slurm_cpu (the other tests) fixes in one key."""

@@ -245,6 +245,22 @@ def test_submitit_launcher_waits_for_every_job_and_names_the_failed_ones_logs(tm
     assert json.loads((d / "metrics.json").read_text())["problems"] == 2
 
 
+def test_submitit_launcher_hands_a_rejected_configuration_to_the_sweep(tmp_path):
+    """A submitit job that rejects its configuration (bad input): the sweep counts it as the basic
+    launcher does -- the other job runs, the sweep exits 2 listing it."""
+    args = ["hydra/launcher=local", "hydra.launcher.setup=[]", *FAKE_BACKEND, "task.limit=2,-1", "logger=none",
+            "run.progress=false"]
+    e = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    p = subprocess.run([*RUN, "-m", f"run.root={tmp_path}", *args], capture_output=True, text=True, env=e, cwd=ROOT,
+                       timeout=300)
+    assert p.returncode == 2, p.stderr[-3000:]
+    [line] = [x for x in p.stderr.splitlines() if x.startswith("ttscale: job #")]
+    assert line.startswith("ttscale: job #1 (") and " rejected: ConfigError: task: " in line and "task.limit=-1" in line
+    assert "ttscale: 1 configuration(s) of the sweep were rejected:" in p.stderr
+    [d] = run_dirs_under(tmp_path)
+    assert json.loads((d / "metrics.json").read_text())["problems"] == 2
+
+
 # --------------------------------------------------------------------------- launcher and experiment configs
 def test_launcher_configs_follow_the_submitit_schema():
     from hydra.utils import instantiate

@@ -6,7 +6,7 @@ The plugin's `launch` returns `[job.results()[0] for job in jobs]`: the first jo
 sweep there (the later jobs are never waited for), and a job whose run raised ends as a job that
 succeeded (SLURM: COMPLETED, nothing in its log) returning Hydra's error -- and neither says where the
 job's log is. Here a run that raises fails its job (the trace in its log), every job of the sweep is
-waited for, and each failed one gets a line on stderr with its error, overrides and log files:
+waited for, and each failed (or rejected) one gets a line on stderr with its error, overrides and log files:
 
     ttscale: job #1 (12_1) failed: InstantiationException: ...; overrides: ...; log: <sweep>/.submitit/12_1/12_1_0_log.err (and .out)
 
@@ -49,8 +49,19 @@ def _summary(e: BaseException) -> str:
     return f"{type(e).__name__}: {' '.join(head.split())[:400]}"
 
 
+def _rejected(e: BaseException) -> bool:
+    from ttscale.runner.errors import ConfigError
+
+    return isinstance(e, ConfigError)
+
+
 def collect(jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """Every job's JobReturn (a job that died becomes a FAILED one); one stderr line per failure."""
+    """Every job's JobReturn (a job that died becomes a FAILED one); one stderr line per failure.
+
+    A configuration the job rejected (ttscale's ConfigError: bad input) is handed to the sweep's
+    `SweepFailures` as the basic launcher's are: the other jobs count, the sweep exits 2 at the end."""
+    from ttscale.runner import cli
+
     returns = []
     for i, (job, overrides) in enumerate(zip(jobs, job_overrides)):
         try:
@@ -60,8 +71,13 @@ def collect(jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], initial
         if ret.status == JobStatus.FAILED:
             err = Path(job.paths.stderr)
             logs = f"{err} (and .out)" if err.suffix == ".err" else str(err)
-            print(f"ttscale: job #{initial_job_idx + i} ({job.job_id}) failed: {_summary(ret._return_value)}; "
+            what = "rejected" if _rejected(ret._return_value) else "failed"
+            print(f"ttscale: job #{initial_job_idx + i} ({job.job_id}) {what}: {_summary(ret._return_value)}; "
                   f"overrides: {' '.join(filter_overrides(overrides))}; log: {logs}", file=sys.stderr, flush=True)
+            if what == "rejected":
+                cli.reject(str(ret._return_value))
+                ret = JobReturn(overrides=ret.overrides, cfg=ret.cfg, hydra_cfg=ret.hydra_cfg, status=JobStatus.COMPLETED,
+                                working_dir=ret.working_dir, task_name=ret.task_name, _return_value=None)
         returns.append(ret)
     return returns
 
@@ -69,11 +85,12 @@ def collect(jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], initial
 class _Reporting(plugin.BaseSubmititLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """In the job: a run that raised fails the job (its trace in the job's log, the job FAILED for
-        SLURM) instead of coming back as a finished job carrying an exception."""
+        SLURM) instead of coming back as a finished job carrying an exception. (A configuration
+        rejected as bad input still comes back: its one-line error is in the job's log already.)"""
         ret = super().__call__(*args, **kwargs)
-        if ret.status == JobStatus.FAILED:
+        if ret.status == JobStatus.FAILED and not _rejected(ret._return_value):
             raise ret._return_value
-        return ret
+        return ret  # a rejected configuration comes back as such (see `collect`)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
