@@ -3,11 +3,14 @@ clear line and exit status 2, SIGINT into status 130.
 
 In a sweep (`-m`) a rejected configuration fails only its own job: its error line is
 printed, the other configurations still run, and `SweepFailures` (a Hydra callback in
-conf/config.yaml) exits with status 2 at the end if any job was rejected."""
+conf/config.yaml) exits with status 2 at the end if any job was rejected. (In a submitit job --
+hydra/launcher=slurm, local -- the error goes back to the sweep's launcher, which counts it:
+hydra_plugins/ttscale_launcher.)"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +67,11 @@ class SweepFailures(Callback):
             sys.exit(2)
 
 
+def reject(line: str) -> None:
+    """Count a rejected configuration of this sweep (SweepFailures reports them at its end)."""
+    _REJECTED.append(one_line(line))
+
+
 def one_line(message: str) -> str:
     """A message as one line (OmegaConf's errors add `full_key:` / `object_type=` lines)."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
@@ -78,7 +86,9 @@ def main_entry(cfg: DictConfig) -> float | None:
         line = one_line(str(e))
         print(f"ttscale: error: {line}", file=sys.stderr)
         if _in_multirun():  # nothing was written: the run directory comes only after the checks
-            _REJECTED.append(line)
+            if os.environ.get("SUBMITIT_EXECUTOR"):  # a submitit job: its launcher hands this to the sweep
+                raise
+            reject(line)
             return None
         sys.exit(2)
     except KeyboardInterrupt:

@@ -83,16 +83,28 @@ async def run_items(plan: Plan, engine: Engine, progress: Any = None) -> None:
 
 
 async def _run_with_sigint(plan: Plan, engine: Engine, progress: Any) -> None:
+    """SIGINT cancels the loop and becomes KeyboardInterrupt. Any other exit is left as it is: a
+    signal handler's own exception (submitit's at SLURM's time-limit signal: SystemExit after it
+    requeued the job, or its error when no requeue is left) cancels the loop as asyncio.run ends,
+    and must reach submitit unchanged, not turn into an interrupt."""
     loop = asyncio.get_running_loop()
     main = asyncio.ensure_future(run_items(plan, engine, progress))
+    sigint = []
+
+    def on_sigint() -> None:
+        sigint.append(True)
+        main.cancel()
+
     try:
-        loop.add_signal_handler(signal.SIGINT, main.cancel)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
     except (NotImplementedError, RuntimeError, ValueError):
         pass
     try:
         await main
     except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
+        if sigint:
+            raise KeyboardInterrupt from None
+        raise
     finally:
         try:
             loop.remove_signal_handler(signal.SIGINT)
