@@ -36,6 +36,8 @@ def to_candidate(ctx: SolveContext, c: Completion, cs: ConfidenceSettings) -> Ca
     )
     if c.top_logprobs is not None:
         cand.extra["confidence"] = summarize(c.top_logprobs, cs.window_size, cs.tail_tokens, cs.bottom_percent)
+    elif c.stored is not None and (c.stored.get("extra") or {}).get("confidence"):  # a replayed sample
+        cand.extra["confidence"] = c.stored["extra"]["confidence"]
     if c.stop_reason == "confidence":  # ended in the engine by the online threshold
         cand.extra["confidence_stopped"] = True
     return cand

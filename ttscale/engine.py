@@ -58,6 +58,8 @@ class Completion:
     token_logprobs: list[float] | None = None
     # per generated token, {token_id: logprob} of the top-k (when asked)
     top_logprobs: list[dict[int, float]] | None = None
+    # a stored candidate (a record's dict) this completion replays (backends/replay.py)
+    stored: dict[str, Any] | None = None
 
     @property
     def mean_logprob(self) -> float | None:
