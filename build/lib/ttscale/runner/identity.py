@@ -23,6 +23,7 @@ NON_RESULT_KEYS = (
     "logger", "hydra",
     "run.root", "run.dir", "run.concurrency", "run.progress", "run.shard", "run.num_shards",
     "run.dry_run", "run.fsync", "run.experiment", "run.tags", "run.summary", "run.retry", "run.retry_failed",
+    "replay.source_dir",  # a replay's identity names its source run by hash, not by path
 )
 # Floors installed under `ttscale.` whose targets are hashed without that prefix (see the module doc).
 PLUGIN_PACKAGES = ("backends", "sandbox", "tasks", "verifiers", "strategies")
