@@ -175,3 +175,13 @@ def test_confidence_metrics_from_records():
     assert m["conf_top10_tail@1"] == pytest.approx(0.5)
     assert m["voter_methods"]["conf_top10_tail@2"] == "exact"
     assert confidence_entry({"problem_id": "x", "candidates": [{"cluster": 0}]}) is None
+
+
+def test_voter_curves_join_the_run_curves():
+    from ttscale.run_metrics import run_metrics
+
+    recs = [{"problem_id": f"p{p}", "correct": True, "candidates": _cands([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], correct=[0, 0, 1, 1])}
+            for p in range(2)]
+    m = run_metrics(recs)
+    assert "maj" in m["curves"] and m["curves"]["conf_top10_tail"]["4"]["mean"] == 1.0
+    assert m["curves"]["conf_top10_tail"]["2"]["method"] == "exact"

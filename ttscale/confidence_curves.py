@@ -163,8 +163,13 @@ def confidence_metrics(entries: Iterable[dict[str, Any] | None], *, n_boot: int 
     boot = bootstrap_means(np.column_stack([c for _, c in cols]), n_boot=n_boot, seed=seed)
     cis = _percentile_ci(boot, level)
     out: dict[str, Any] = {"confidence_problems": len(items)}
+    meth = {k: (v.pop() if len(v) == 1 else "mixed") for k, v in methods.items()}
+    curves: dict[str, dict[str, Any]] = {}
     for (key, col), (lo, hi) in zip(cols, cis):
         out[key] = float(col.mean())
         out[f"{key}_ci_low"], out[f"{key}_ci_high"] = float(lo), float(hi)
-    out["voter_methods"] = {k: (v.pop() if len(v) == 1 else "mixed") for k, v in methods.items()}
+        name, _, k = key.partition("@")
+        curves.setdefault(name, {})[k] = {"mean": out[key], "ci": [float(lo), float(hi)], "method": meth[key]}
+    out["voter_methods"] = meth
+    out["curves"] = curves  # merged into the run's `curves` (W&B curve panels)
     return out

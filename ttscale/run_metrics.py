@@ -58,7 +58,9 @@ def run_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     entries.sort(key=lambda x: x[0])
     confident.sort(key=lambda x: x[0])
     metrics = compute_metrics(e for _, e in entries)
-    metrics.update(confidence_metrics(e for _, e in confident))
+    conf = confidence_metrics(e for _, e in confident)
+    metrics.setdefault("curves", {}).update(conf.pop("curves", {}))
+    metrics.update(conf)
     metrics.update(grading_metrics(grading))
     metrics["run/verifier_errors"] = verifier_errors
     if oracle:

@@ -116,8 +116,8 @@ def summarize(
     ent = token_entropy(top_logprobs)
     scores = trace_scores(conf, window_size, tail_tokens, bottom_percent)
     return {
-        "scores": {k: round(v, 6) for k, v in scores.items()},
-        "entropy": round(float(ent.mean()), 6) if ent.size else 0.0,
+        "scores": scores,  # full precision: online DeepConf's threshold is computed from them
+        "entropy": float(ent.mean()) if ent.size else 0.0,
         "tokens": int(conf.size),
         "topk": max((len(t) for t in top_logprobs), default=0),
         "window_size": int(window_size),
