@@ -115,6 +115,6 @@ class DeepConfOnline(Strategy):
             answer=cands[sel].answer if sel is not None else None,
             candidates=cands,
             selected=sel,
-            stats={"samples": len(cands), "warmup": len(warm), "threshold": s, "voters": len(voters),
+            stats={"samples": len(cands), "warmup": len(warm), "threshold": s if np.isfinite(s) else None, "voters": len(voters),
                    "confidence_stopped": sum(1 for c in final if c.extra.get("confidence_stopped"))},
         )

@@ -60,6 +60,9 @@ def test_replay_of_best_of_n_and_majority_reproduces_the_source_metrics(tmp_path
         direct.append(bool(rec["candidates"][cl.index(best)]["correct"]))
     assert r3["accuracy"] == pytest.approx(sum(direct) / len(direct))
     assert r3["maj@8"] == m["maj@8"]
+    out4, r4 = replay(src, ["strategy=best_of_majority", "verifier=self_certainty", "logger=none"])
+    assert r4["failed"] == 0 and r4["best_of@8"] == m["best_of@8"]
+    assert all(len(x["candidates"]) == 8 for x in iter_records(out4))
 
 
 def test_replay_of_adaptive_consistency_uses_a_prefix_of_each_pool(tmp_path):
