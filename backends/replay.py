@@ -8,7 +8,10 @@ drawn). A completion carries the stored text, finish reason, `num_tokens` placeh
 IDs (the ledger charges the tokens the sample cost when it was generated), its mean
 log-probability (as one value: the mean is exact), and the stored candidate itself
 (`Completion.stored`: its confidence summary is reused). Prompt tokens are the source's mean
-per request. What cannot be served is an `EngineError` naming why: a continuation of a
+per request. Problems with the same prompt (a generated task may repeat a question) are told
+apart by the request's seed: the runner seeds each problem's requests from its id
+(`derive_seed(derive_seed(seed, problem id), i)`, see `ttscale.context`), so each problem
+registers the seeds its first requests carry. What cannot be served is an `EngineError` naming why: a continuation of a
 partial solution (step searches need generation), a request for more samples than the pool
 holds, a sample longer than the request allows, an online confidence stop.
 """
@@ -27,22 +30,29 @@ class ReplayEngine:
         self.tokenizer = CharTokenizer()
         self.num_parameters = int(num_parameters)
         self.source = source
-        self._pools: dict[tuple[int, ...], dict[str, Any]] = {}
+        self._pools: dict[tuple[int, ...], list[dict[str, Any]]] = {}
         self.requests = 0
 
     def register(self, prompt_ids: Sequence[int], problem_id: str, candidates: Sequence[Mapping[str, Any]],
-                 prompt_tokens: int = 0, cached_prompt_tokens: int = 0) -> None:
+                 prompt_tokens: int = 0, cached_prompt_tokens: int = 0, seeds: Sequence[int] = ()) -> None:
         key = tuple(int(t) for t in prompt_ids)
-        if key in self._pools:
-            raise ValueError(f"problems {self._pools[key]['id']!r} and {problem_id!r} have the same prompt")
-        self._pools[key] = {"id": problem_id, "cands": list(candidates), "next": 0,
-                            "prompt": int(prompt_tokens), "cached": int(cached_prompt_tokens)}
+        self._pools.setdefault(key, []).append({"id": problem_id, "cands": list(candidates), "next": 0, "seeds": set(seeds),
+                                                "prompt": int(prompt_tokens), "cached": int(cached_prompt_tokens)})
+
+    def _pool(self, request: GenerationRequest) -> dict[str, Any]:
+        pools = self._pools.get(tuple(int(t) for t in request.prompt_token_ids))
+        if not pools:
+            raise EngineError("replay serves whole samples of a problem's prompt only (this strategy continues partial solutions)")
+        if len(pools) == 1:
+            return pools[0]
+        mine = [p for p in pools if request.seed in p["seeds"]]
+        if len(mine) != 1:
+            raise EngineError(f"replay: problems {[p['id'] for p in pools]} share a prompt and the request's seed names none of them")
+        return mine[0]
 
     async def generate(self, request: GenerationRequest) -> GenerationOutput:
         self.requests += 1
-        pool = self._pools.get(tuple(int(t) for t in request.prompt_token_ids))
-        if pool is None:
-            raise EngineError("replay serves whole samples of a problem's prompt only (this strategy continues partial solutions)")
+        pool = self._pool(request)
         if request.confidence_stop is not None:
             raise EngineError("replay cannot stop a stored sample online (confidence_stop)")
         start, end = pool["next"], pool["next"] + request.n

@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ttscale.backends.replay import ReplayEngine
+from ttscale.context import derive_seed
 from ttscale.results import iter_records
 from ttscale.runner.errors import ConfigError
 from ttscale.runner.job import run
@@ -97,8 +98,10 @@ def replay_engine(cfg: DictConfig, source_dir: Path) -> ReplayEngine:
         u = r.get("usage") or {}
         req = max(1, int(u.get("requests") or 1))
         ids = engine.tokenizer.apply_chat_template(task.messages(p))
+        base = derive_seed(cfg.seed, p.id)  # as the runner seeds the problem's requests (runner/solve.py)
+        seeds = [derive_seed(base, i) for i in range(1, 4 * len(r.get("candidates") or ()) + 9)]
         engine.register(ids, p.id, r.get("candidates") or [], round((u.get("prompt_tokens") or 0) / req),
-                        round((u.get("cached_prompt_tokens") or 0) / req))
+                        round((u.get("cached_prompt_tokens") or 0) / req), seeds)
     return engine
 
 

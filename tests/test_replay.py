@@ -15,6 +15,7 @@ from ttscale.results import iter_records
 from ttscale.runner import run
 from ttscale.runner.errors import ConfigError
 from ttscale.runner.replay import replay
+from tests.helpers import ToyTask
 from tests.test_runner import make_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +97,21 @@ def test_bad_replays_are_one_line_and_exit_2(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "scripts/replay.py"), str(tmp_path / "nope"), "strategy=majority_vote"],
                        capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2 and "not a run directory" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+class TwinTask(ToyTask):
+    """Problems q0..q5 where q0/q3, q1/q4, q2/q5 ask the same question (same prompt)."""
+
+    def messages(self, problem):
+        return [{"role": "user", "content": f"q{int(problem.id[1:]) % 3}"}]
+
+
+def test_replay_tells_problems_with_the_same_prompt_apart(tmp_path):
+    cfg = make_cfg(tmp_path, "strategy=majority_vote", "strategy.n=6", problems=6)
+    cfg.task._target_ = "tests.test_replay.TwinTask"
+    m = run(cfg, engine=FakeEngine(responder))
+    [src] = [p for p in (tmp_path / "default").iterdir() if p.is_dir()]
+    out, r = replay(src, ["strategy=majority_vote", "logger=none"])
+    assert r["failed"] == 0 and r["accuracy"] == m["accuracy"] and r["maj@6"] == m["maj@6"]
+    texts = {x["problem_id"]: [c["text"] for c in x["candidates"]] for x in iter_records(src)}
+    assert {x["problem_id"]: [c["text"] for c in x["candidates"]] for x in iter_records(out)} == texts
