@@ -78,6 +78,11 @@ def replay_config(source_dir: Path, overrides: list[str]) -> DictConfig:
             cfg.run.dir = None  # never the source's own directory
         cfg.run.retry = {"attempts": 1, "timeout_s": None, "backoff_s": 0.0}  # nothing to retry: a refusal is final
         cfg.replay = {"source": source_hash, "source_dir": str(source_dir)}
+        if not cfg.run.get("dir"):  # beside the source, labelled as the source's task is
+            from ttscale.runner.identity import choice, run_identity
+
+            task = json.loads((source_dir / "identity.json").read_text()).get("choices", {}).get("task") or choice(cfg, "task")
+            cfg.run.dir = str(source_dir.parent / f"{task}-{choice(cfg, 'strategy')}-{run_identity(cfg)[1]}")
     return cfg
 
 

@@ -41,7 +41,7 @@ CURVE_KEYS = ("accuracy", "pass@1", "pass@4", "pass@8", "maj@2", "maj@8", "best_
 def test_replay_of_best_of_n_and_majority_reproduces_the_source_metrics(tmp_path):
     src, m = source_run(tmp_path / "a", "strategy=best_of_n", "verifier=self_certainty", "strategy.n=8")
     out, r = replay(src, ["strategy=best_of_n", "verifier=self_certainty", "logger=none"])
-    assert out != src and out.parent == src.parent
+    assert out != src and out.parent == src.parent and out.name.startswith(src.name.split("-")[0] + "-best_of_n-")
     for k in CURVE_KEYS:
         assert r[k] == m[k], k
     src2, m2 = source_run(tmp_path / "b", "strategy=majority_vote", "strategy.n=8")
