@@ -18,7 +18,8 @@ The same class runs on a GPU (conf/backend/vllm_gpu.yaml) and on vLLM's CPU buil
 of *CPU* memory vLLM reserves (weights + KV cache), the attention backend needs a
 `block_size` that is a multiple of 32, and prefix caching hits whole blocks only.
 vLLM starts worker processes with `spawn`: a script that builds an engine needs an
-``if __name__ == "__main__":`` guard.
+``if __name__ == "__main__":`` guard. Those processes die with the process that built
+the engine, however it dies, SIGKILL included (`ttscale.backends.reaper.arm`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 from ttscale.backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids, gather_all
 from ttscale.backends.embedded import resolve_model
+from ttscale.backends.reaper import arm as arm_reaper
 from ttscale.confidence import token_confidence
 from ttscale.engine import Completion, EngineError, GenerationOutput, GenerationRequest
 
@@ -145,6 +147,7 @@ class VLLMEngine:
         self._llm: Any = None
         self._closed = False
 
+        arm_reaper()  # EngineCore, its workers: killed when this process dies (see backends/reaper.py)
         on_cpu = is_cpu_platform()
         self.env_defaults = cpu_env_defaults() if on_cpu else {}
         if enable_chunked_prefill is None and on_cpu:

@@ -2,7 +2,8 @@
 accuracy against generated tokens, FLOPs and samples per problem (x = the mean per-problem
 cost of each run), with 95% CI bands; `plot_k_curves` draws the accuracy-vs-k curves of
 parallel strategies (maj@k, pass@k, best_of@k, weighted@k) from the sample pools stored in
-each run (metrics.json "curves"); `make_scaling_plot` writes both and their numbers.
+each run (metrics.json "curves"; a run whose pool is not independent samples, a search,
+has none); `make_scaling_plot` writes both and their numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from ttscale.pools import sample_curves
 from ttscale.report.runs import (
     X_AXES,
     Point,
@@ -108,7 +111,7 @@ def plot_k_curves(runs: dict[str, RunData], metrics: Sequence[str] = ("maj", "we
     fig, ax = plt.subplots(figsize=(6.5, 4.6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, (label, run) in enumerate(runs.items()):
-        curves = run.metrics.get("curves") or {}
+        curves = sample_curves(run.metrics)
         color = colors[j % len(colors)]
         for m in metrics:
             c = curves.get(m)
@@ -173,7 +176,7 @@ def make_scaling_plot(
     kfig.savefig(k_png, dpi=dpi)
     payload = {
         "lines": {label: [p.to_dict() for p in pts] for label, pts in lines.items()},
-        "k_curves": {label: {"run_dir": str(r.run_dir), "n": r.n, "curves": r.metrics.get("curves")} for label, r in kruns.items()},
+        "k_curves": {label: {"run_dir": str(r.run_dir), "n": r.n, "curves": sample_curves(r.metrics)} for label, r in kruns.items()},
         "unmerged_runs": [str(r.run_dir) for r in runs if not r.merged],
     }
     data.write_text(json.dumps(payload, indent=2, default=str))

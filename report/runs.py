@@ -17,6 +17,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ttscale.pools import sample_curves
+
 # x axes of the scaling figure: (key, axis label, metrics key of the per-problem mean)
 X_AXES = (
     ("tokens", "generated tokens per problem", "tokens/generated_mean"),
@@ -211,10 +213,11 @@ def scaling_points(runs: Sequence[RunData], group_by: Sequence[str] | None = Non
 
 
 def k_curve_runs(lines: dict[str, list[Point]]) -> dict[str, RunData]:
-    """Per label, the run with the largest stored pool that has curves over k (first seed)."""
+    """Per label, the run with the largest stored pool that has curves over k (first seed);
+    only runs whose pools are independent samples (`ttscale.pools.sample_curves`)."""
     out: dict[str, RunData] = {}
     for label, pts in lines.items():
-        cands = [r for p in pts for r in p.runs if (r.metrics.get("curves") or {}).get("maj") or (r.metrics.get("curves") or {}).get("pass")]
+        cands = [r for p in pts for r in p.runs if sample_curves(r.metrics).get("maj") or sample_curves(r.metrics).get("pass")]
         if cands:
             out[label] = max(cands, key=lambda r: (r.metrics.get("curves_max_k") or 0, -len(str(r.seed))))
     return out

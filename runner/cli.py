@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from ttscale.runner.cleanup import remove_hydra_output_dir
 from ttscale.runner.errors import ConfigError
+from ttscale.runner.estimate import ESTIMATES, sweep_total
 from ttscale.runner.job import run
 
 _REJECTED: list[str] = []
@@ -30,10 +31,32 @@ def _in_multirun() -> bool:
         return False
 
 
+def _bare(d: Path) -> bool:
+    """Only Hydra's sweep record and empty job folders: nothing of a run."""
+    return all(p.name == "multirun.yaml" or (p.is_dir() and _bare(p)) for p in d.iterdir())
+
+
 class SweepFailures(Callback):
-    """Exit with status 2 after a sweep in which some configuration was rejected."""
+    """Exit with status 2 after a sweep in which some configuration was rejected. A sweep whose
+    folder holds nothing of its runs (a dry run, every configuration rejected, runs recorded in
+    their own run directories by the basic launcher) leaves no folder: the sweep folder and the
+    parents it created are removed (submitit's logs keep theirs)."""
+
+    def __init__(self) -> None:
+        self._new: list[Path] = []  # folders this sweep created (its sweep folder and parents)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(str(config.hydra.sweep.dir)).absolute()
+        self._new = [p for p in [sweep, *sweep.parents] if not p.exists()]
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        import shutil
+
+        if ESTIMATES:  # a dry-run sweep: every run's estimate added up
+            print("\n".join(sweep_total(ESTIMATES)))
+        for d in self._new:  # deepest first
+            if d.is_dir() and _bare(d):
+                shutil.rmtree(d, ignore_errors=True)
         if _REJECTED:
             print(f"ttscale: {len(_REJECTED)} configuration(s) of the sweep were rejected:", file=sys.stderr)
             for line in _REJECTED:
@@ -41,15 +64,21 @@ class SweepFailures(Callback):
             sys.exit(2)
 
 
+def one_line(message: str) -> str:
+    """A message as one line (OmegaConf's errors add `full_key:` / `object_type=` lines)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    return lines[0] if lines else message
+
+
 def main_entry(cfg: DictConfig) -> float | None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         metrics = run(cfg)
     except ConfigError as e:
-        print(f"ttscale: error: {e}", file=sys.stderr)
-        remove_hydra_output_dir()  # a rejected config leaves nothing behind
-        if _in_multirun():
-            _REJECTED.append(str(e))
+        line = one_line(str(e))
+        print(f"ttscale: error: {line}", file=sys.stderr)
+        if _in_multirun():  # nothing was written: the run directory comes only after the checks
+            _REJECTED.append(line)
             return None
         sys.exit(2)
     except KeyboardInterrupt:

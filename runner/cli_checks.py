@@ -152,10 +152,93 @@ def check_override_keys(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str |
     return None
 
 
+def _raw_overrides(argv: Sequence[str]) -> list[str]:
+    from hydra._internal.utils import get_args_parser
+
+    args, extra = get_args_parser().parse_known_args(list(argv))
+    return list(args.overrides or []) + [a for a in extra if not a.startswith("-")]
+
+
+def check_syntax(argv: Sequence[str]) -> str | None:
+    """The one-line error for the first override Hydra's grammar cannot parse (`strategy.n=[1,2`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        raws = _raw_overrides(argv)
+    except SystemExit:  # argparse already printed its own usage error
+        return None
+    from hydra._internal.utils import get_args_parser
+
+    multirun = bool(get_args_parser().parse_known_args(list(argv))[0].multirun)
+    parser = OverridesParser.create()
+    for raw in raws:
+        try:
+            [o] = parser.parse_overrides([raw])
+            if o.is_sweep_override() and not multirun and not o.key_or_group.startswith("hydra"):
+                return (f"{raw}: several values are a sweep, which needs -m (--multirun); "
+                        f"for a list write {o.input_line.split('=', 1)[0]}=[...]")
+        except OverrideParseException as e:
+            why = " ".join(str(e).split("\n")[0].split())
+            return (f"{raw}: not a valid override ({why}); lists and values with special characters need "
+                    f"brackets closed and quotes, e.g. 'strategy.n=[1,2]' or 'key=\"a b\"'")
+    return None
+
+
+def _error_line(e: BaseException) -> str:
+    """Hydra's multi-line composition error as one line (its option listing folded in)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    head, rest = lines[0], lines[1:]
+    if rest and rest[0].startswith("Available options"):
+        options = [ln for ln in rest[1:] if not ln.startswith(("Config search path", "provider="))]
+        options = options[: next((i for i, ln in enumerate(options) if ln.endswith(":")), len(options))]
+        return f"{head}; choose one of: {', '.join(options)}"
+    return head
+
+
+def check_composition(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """The one-line error for a command line Hydra cannot compose (`hydra/launcher=nope`, an
+    override of a key whose parent is not a dict, ...). A sweep is composed with the first value of
+    each swept override; other config dirs/names are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.types import ValueType
+
+    try:
+        args, _ = get_args_parser().parse_known_args(list(argv))
+        if args.config_name or args.config_path or args.config_dir:
+            return None
+        overrides = _overrides(argv)
+    except Exception:  # noqa: BLE001 - syntax errors are check_syntax's
+        return None
+    first: list[str] = []
+    for o in overrides:
+        if o.is_sweep_override():
+            if o.value_type not in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP):
+                continue
+            value = next(iter(o.sweep_string_iterator()), None)
+            if value is None:
+                continue
+            first.append(f"{o.input_line.split('=', 1)[0]}={value}")
+        else:
+            first.append(o.input_line)
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            compose("config", overrides=first, return_hydra_config=True)
+    except Exception as e:  # noqa: BLE001 - any composition error: one line naming the override
+        line = _error_line(e)
+        named = next((o.input_line for o in overrides if o.key_or_group in line), None)
+        return f"{named}: {line}" if named and named not in line else line
+    return None
+
+
 def precheck_argv(argv: Sequence[str] | None = None) -> None:
-    """For scripts/run.py: exit with status 2 and one line on an unknown group choice or key."""
+    """For scripts/run.py: exit with status 2 and one line on an override Hydra cannot parse,
+    an unknown group choice or key, or a command line that does not compose."""
     argv = sys.argv[1:] if argv is None else argv
-    msg = check_group_choices(argv) or check_override_keys(argv)
+    msg = check_syntax(argv) or check_group_choices(argv) or check_override_keys(argv) or check_composition(argv)
     if msg is not None:
         print(f"ttscale: error: {msg}", file=sys.stderr)
         sys.exit(2)

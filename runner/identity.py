@@ -5,7 +5,9 @@ The hash covers the resolved config minus the keys that do not change results
 (`NON_RESULT_KEYS`). Component targets are hashed by their names inside the project:
 `ttscale.strategies.best_of_n.BestOfN` and the `strategies.best_of_n.BestOfN` of run
 directories made before the floors were installed under `ttscale.` hash alike, so those
-runs keep their directory and resume.
+runs keep their directory. `RESULTS_VERSION` is part of the hash: when ttscale changes what the
+same config records (grading, budgets, defaults), a run gets a new directory rather than
+resuming an old one with records of another meaning; identity.json says which version made it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,18 @@ NON_RESULT_KEYS = (
     "run.root", "run.dir", "run.concurrency", "run.progress", "run.shard", "run.num_shards",
     "run.dry_run", "run.fsync", "run.experiment", "run.tags", "run.summary", "run.retry", "run.retry_failed",
     "replay.source_dir",  # a replay's identity names its source run by hash, not by path
+    "run.verbose",
 )
+# What a record means changes with ttscale itself, not only with the config: bumped when the same
+# config would now give different records, so such a run gets a new directory instead of mixing
+# old and new records on resume. Version 1 (no key in the hash): up to the floors (issue 11).
+# Version 2: strict grading (only a finished solution's answer counts, no last-number fallback,
+# unit words), one compute contract (step searches get the sampling allowance; complete samples
+# under a token budget; verifier calls granted before scoring), the papers' defaults (last-step
+# aggregation, EAGer's forks and threshold, beam refill and duplicate filter, best-of-majority
+# graded as Pass@k), process verifiers scoring whole samples split into steps.
+RESULTS_VERSION = 2
+
 # Floors installed under `ttscale.` whose targets are hashed without that prefix (see the module doc).
 PLUGIN_PACKAGES = ("backends", "sandbox", "tasks", "verifiers", "strategies")
 
@@ -33,6 +46,11 @@ def normalise_target(target: str) -> str:
     head, _, rest = target.partition(".")
     sub = rest.partition(".")[0]
     return rest if head == "ttscale" and sub in PLUGIN_PACKAGES else target
+
+
+def installed_target(target: str) -> str:
+    """A target as hashed (`strategies.best_of_n.BestOfN`) as today's import name."""
+    return f"ttscale.{target}" if target.partition(".")[0] in PLUGIN_PACKAGES else target
 
 
 def _normalise(node: Any) -> Any:
@@ -55,6 +73,8 @@ def run_identity(cfg: DictConfig) -> tuple[dict[str, Any], str]:
         elif isinstance(c.get(node), dict):
             c[node].pop(rest[0], None)
     c = _normalise(c)
+    if RESULTS_VERSION > 1:
+        c["results_version"] = RESULTS_VERSION
     blob = json.dumps(c, sort_keys=True, default=str)
     return c, hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -18,7 +18,7 @@ from ttscale.budget import Budget
 from ttscale.results import ResultsStore, iter_records
 from ttscale.runner.errors import ConfigError
 from ttscale.runner.identity import choice, run_dir_for
-from ttscale.runner.validation import check_request_shape, validate_config
+from ttscale.runner.validation import check_request_shape, check_score_range, validate_config
 from ttscale.strategy import Strategy
 from ttscale.task import Task
 from ttscale.types import Problem, Reference
@@ -115,6 +115,7 @@ def prepare(cfg: DictConfig) -> Plan:
     verifier = build(cfg, "verifier")
     if strategy.requires_verifier and verifier is None:
         raise ConfigError(f"strategy {choice(cfg, 'strategy')} needs a verifier: set verifier=<name>")
+    check_score_range(strategy, verifier)  # a verifier whose scores cannot guide the strategy
     budget = budget_of(cfg)
     run_dir, h = run_dir_for(cfg)
     store = ResultsStore(run_dir, int(cfg.run.shard), int(cfg.run.num_shards), fsync=bool(cfg.run.get("fsync", True)))

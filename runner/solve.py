@@ -13,7 +13,7 @@ from ttscale.budget import Ledger
 from ttscale.context import SolveContext, derive_seed
 from ttscale.engine import Engine
 from ttscale.runner.plan import Plan
-from ttscale.task import cluster_answers
+from ttscale.task import cluster_answers, grade_submitted
 from ttscale.types import Problem, Reference, Result
 
 log = logging.getLogger("ttscale")
@@ -45,10 +45,13 @@ async def solve_and_grade(plan: Plan, engine: Engine, problem: Problem, referenc
         cluster_answers(plan.task, result.candidates)
     try:
         await plan.task.agrade(problem, reference, result)
+        grade_submitted(result)  # Pass@k when the strategy submits several answers
     except Exception as e:  # noqa: BLE001
         result.error = result.error or f"grading failed: {type(e).__name__}: {e}"
     rec = result.to_dict()
     rec["index"] = index
+    # Whether the candidates are independent samples: curves over k are computed only then.
+    rec["independent_samples"] = bool(plan.strategy.independent_samples)
     if is_oracle:
         rec["verifier_is_oracle"] = True
     return rec
@@ -59,6 +62,7 @@ async def run_items(plan: Plan, engine: Engine, progress: Any = None) -> None:
     queue: asyncio.Queue = asyncio.Queue()
     for item in plan.todo:
         queue.put_nowait(item)
+    t0, generated = time.perf_counter(), [0]
 
     async def worker() -> None:
         while True:
@@ -69,6 +73,9 @@ async def run_items(plan: Plan, engine: Engine, progress: Any = None) -> None:
             rec = await solve_and_grade(plan, engine, problem, reference, index)
             plan.store.append(rec)
             if progress is not None:
+                generated[0] += int((rec.get("usage") or {}).get("generated_tokens") or 0)
+                progress.set_postfix_str(f"{generated[0] / max(time.perf_counter() - t0, 1e-9):.0f} generated tok/s",
+                                         refresh=False)
                 progress.update(1)
 
     n = max(1, min(int(plan.cfg.run.concurrency), len(plan.todo)))

@@ -22,24 +22,28 @@ What is checked (each message names the config key to change):
 The budget rule. The smallest unit of work a strategy sends is one step of one
 sequence (`Strategy.request_shape()`: one step for step-level search, one chunk for
 entropy branching, the whole sample for parallel sampling). A `budget.max_tokens` below
-that unit is rejected: even a single sequence would be cut before its first step ends,
-so every strategy would return nothing worth measuring. A budget above the unit but
-below what the first request asks for in full (sequences x unit) is allowed, with a
-warning.
+that unit is rejected: not even one sequence could take its first step (or one complete
+sample be drawn), so every strategy would return nothing worth measuring. A budget above
+the unit but below what the first request asks for in full (sequences x unit) is
+allowed, with a warning: parallel sampling draws complete samples in waves until the
+budget cannot pay for one more (fewer than n, none cut); a step search shares what is
+left among a wave's sequences and stops expanding when it is spent.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from ttscale.runner.errors import ConfigError
 from ttscale.runner.models import check_model
-from ttscale.strategy import RequestShape
+from ttscale.strategy import RequestShape, Strategy
+from ttscale.verifier import Verifier
 
 log = logging.getLogger("ttscale")
 
@@ -94,6 +98,12 @@ def _check_sampling(cfg: DictConfig) -> None:
                 raise ConfigError(f"{key} must be in (0, 1], got {value}")
 
 
+def _check_seed(cfg: DictConfig) -> None:
+    v = _get(cfg, "seed")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {v!r}")
+
+
 def _check_budget(cfg: DictConfig) -> None:
     b = cfg.get("budget")
     if not isinstance(b, DictConfig):
@@ -116,9 +126,13 @@ def check_request_shape(cfg: DictConfig, shape: RequestShape | None) -> None:
             f"budget.max_tokens={budget} is smaller than one step of one sequence ({key}={tokens}): "
             f"raise budget.max_tokens to at least {tokens} or lower {key}"
         )
-    if budget < shape.sequences * tokens:
+    if budget < shape.sequences * tokens and shape.unit_key == "max_tokens":  # whole samples
+        log.warning("budget.max_tokens=%d pays for %d complete samples of %s=%d at a time, fewer than n=%d: "
+                    "samples are drawn in waves until the budget cannot pay for one more (none is cut)",
+                    budget, budget // tokens, key, tokens, shape.sequences)
+    elif budget < shape.sequences * tokens:
         log.warning("budget.max_tokens=%d is less than the first request's %d sequences x %s=%d: "
-                    "each sequence is cut to about %d tokens", budget, shape.sequences, key, tokens,
+                    "each sequence gets about %d tokens per request", budget, shape.sequences, key, tokens,
                     budget // shape.sequences)
 
 
@@ -165,7 +179,7 @@ def _check_models(cfg: DictConfig) -> None:
         check_model(_get(cfg, "verifier.model"), _source_key(cfg, "verifier.model"))
 
 
-CHECKS = (_check_sampling, _check_budget, _check_run, _check_task, _check_models)
+CHECKS = (_check_seed, _check_sampling, _check_budget, _check_run, _check_task, _check_models)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -174,3 +188,26 @@ def validate_config(cfg: DictConfig) -> None:
         check(cfg)
 
 
+def _interval(r: Sequence[float]) -> str:
+    lo, hi = float(r[0]), float(r[1])
+    return f"{'(' if lo == -math.inf else '['}{lo:g}, {hi:g}{')' if hi == math.inf else ']'}"
+
+
+def check_score_range(strategy: Strategy, verifier: Verifier | None) -> None:
+    """A strategy guided by verifier scores it cannot read is rejected, not run: each of
+    the strategy's `score_needs` its settings select must contain the built verifier's
+    `score_range` (undeclared: unbounded). E.g. particle filtering's logit weighting clips
+    every negative mean log-probability to the same weight: the resampling is uniform."""
+    if verifier is None:
+        return
+    have = tuple(verifier.score_range)
+    for setting, low, high, why in strategy.applicable_score_needs():
+        if have[0] < low or have[1] > high:
+            attr = setting.partition("=")[0]
+            where = f"strategy.{setting}" if attr else f"strategy {strategy.name}"
+            raise ConfigError(
+                f"{where} needs verifier scores in {_interval((low, high))}, but verifier {verifier.name} scores in "
+                f"{_interval(have)} (its score_range): {why}; choose a verifier whose scores fit"
+                + (f" ({verifier.bounded_override})" if verifier.bounded_override else "")
+                + (f" or another strategy.{attr}" if attr else "")
+            )

@@ -18,6 +18,9 @@ What it adds, only where the command line does not say otherwise:
   default 0.92 fails), `--block-size 32` (prefix caching hits whole blocks only, and
   the CPU attention backend needs a multiple of 32), and `--no-enable-chunked-prefill`
   (vLLM 0.32's CPU build crashes on seeded requests whose prompt is chunked).
+
+The engine processes vLLM starts die with this process, however it dies
+(backends/reaper.py).
 """
 
 from __future__ import annotations
@@ -101,6 +104,9 @@ def build_argv(args: list[str], on_cpu: bool | None = None) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     from ttscale.backends.vllm_engine import cpu_env_defaults
 
+    from ttscale.backends.reaper import arm
+
+    arm()  # the server's EngineCore and workers die with this process, even by SIGKILL
     args = build_argv(sys.argv[1:] if argv is None else argv)
     if _on_cpu():
         cpu_env_defaults()

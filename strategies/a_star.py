@@ -27,7 +27,8 @@ The cost so far `g` is built from the same signal, the step cost `c(s_{i-1}, s_i
 
 Ties in `f` are broken by insertion order (first generated, first popped), so a run is
 deterministic given the seed. Hyperparameters keep the paper's names: `k` continuations
-per expansion; `max_expansions` caps the number of expansions (engine requests) on top
+per expansion; `max_expansions` caps the number of expansions (one request of k steps each, plus
+the continuations of steps longer than `step.max_step_tokens`) on top
 of the ledger's token / verifier-call budget.
 
 `Result.stats`: expansions, pops, goal found, why it stopped, frontier size, generated
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ttscale.strategy import RequestShape, Strategy
-from ttscale.strategies.steps import Node, Sampling, StepConfig, expand, score_nodes
+from ttscale.strategies.steps import Node, Sampling, SearchStats, StepConfig, expand, score_nodes
 from ttscale.task import cluster_answers
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
@@ -67,6 +68,7 @@ class _Entry:
 class AStarDecoding(Strategy):
     name = "a_star"
     requires_verifier = True
+    score_needs = {"": (0.0, 1.0, "the heuristic h = 1 - r and the step costs 1 - r assume a process reward r in [0, 1]")}
     count_params = ("k", "max_expansions")
 
     def request_shape(self) -> RequestShape:
@@ -135,11 +137,12 @@ class AStarDecoding(Strategy):
             pops += 1
             pop_f.append(f)
             if e.node.finished:
-                if e.node.finish_reason == "eos":
+                if e.node.finish_reason == "stop":
                     goal, stop = e, "goal"
                     break
                 continue  # a dead end (step/token cap): nothing to expand
-            children = await expand(ctx, prompt, e.node, self.k, self.step, sampling)
+            gen = SearchStats()
+            children = await expand(ctx, prompt, e.node, self.k, self.step, sampling, gen)
             if not children:  # the engine returned nothing the budget could pay for
                 stop = "budget"
                 break
@@ -150,6 +153,9 @@ class AStarDecoding(Strategy):
                 ce = _Entry(id=next(ids), node=child, f=cf, g=cg, h=ch, created_at=expansions)
                 entries.append(ce)
                 heapq.heappush(heap, (cf, ce.id, ce))
+            if gen.budget_exhausted:  # the budget cut this expansion short: stop expanding
+                stop = "budget"
+                break
 
         chosen = goal or self._best_found(entries)
         return self._result(problem, ctx, entries, chosen, heap, {
@@ -166,7 +172,7 @@ class AStarDecoding(Strategy):
         with the lowest f among the states not expanded yet (an expanded state's children go
         further along the same path)."""
         generated = [e for e in entries if e.node.parent is not None]
-        complete = [e for e in generated if e.node.finished and e.node.finish_reason == "eos"]
+        complete = [e for e in generated if e.node.finished and e.node.finish_reason == "stop"]
         pool = complete or [e for e in generated if e.popped_at is None or e.node.finished]
         return min(pool, key=lambda e: (e.f, e.id)) if pool else None
 
@@ -187,7 +193,7 @@ class AStarDecoding(Strategy):
         for e in keep:
             c = e.node.to_candidate(ctx)
             if not e.node.finished:
-                c.finish_reason = "unfinished"
+                c.finish_reason = "budget"  # the search stopped before it ended
             c.extra.update({"f": e.f, "g": e.g, "h": e.h, "node": e.id})
             cands.append(c)
         cluster_answers(ctx.task, cands)

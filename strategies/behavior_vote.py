@@ -65,6 +65,7 @@ def signature(run: TestRun, tests: list[TestCase]) -> tuple[str, ...] | None:
 
 class BehaviorVote(Strategy):
     name = "behavior_vote"
+    independent_samples = True
     count_params = ("n",)
 
     def request_shape(self) -> RequestShape:
@@ -95,11 +96,12 @@ class BehaviorVote(Strategy):
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
         if ctx.task.kind != "code":
             raise ValueError(f"strategy=behavior_vote needs a code task (task.kind == 'code'), got task={ctx.task.name}")
-        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens)
+        draw: dict = {}
+        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens, stats=draw)
         assemble_programs(ctx.task, problem, cands)
         cluster_answers(ctx.task, cands)  # the fallback classes: same normalised program
         tests, n_public, setup = behavior_tests(problem)
-        stats: dict[str, Any] = {"samples": len(cands), "inputs": len(tests)}
+        stats: dict[str, Any] = {**draw, "inputs": len(tests)}
         programs = sorted({c.answer for c in cands if c.answer})
         allowed = ctx.ledger.verifier_allowance(len(programs))
         runs: dict[str, TestRun] = {}

@@ -20,6 +20,10 @@ first.
 `Result.candidates` holds all N samples (each scored, so best-of-k and maj@k can be
 replayed offline); `Result.stats["top_k"]` lists the returned answers in rank order
 (answer, frequency, reward, candidate index); `Result.answer` is the first of them.
+With k > 1 the result is graded as the paper's Pass@k (`pass_at_k: true`, the default;
+`false` grades the first answer only): correct when any of the k returned answers is (`Result.stats["submitted"]`, their candidate indices, read by
+`ttscale.task.grade_submitted` after grading; the first answer's own grade is kept in
+`Result.grading["first_answer_correct"]`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ CLASS_REWARDS = ("max", "mean")
 class BestOfMajority(Strategy):
     name = "best_of_majority"
     requires_verifier = True
+    independent_samples = True
     count_params = ("n", "k")
 
     def request_shape(self) -> RequestShape:
@@ -51,6 +56,7 @@ class BestOfMajority(Strategy):
         temperature: float = 0.7,
         top_p: float = 1.0,
         max_tokens: int = 256,
+        pass_at_k: bool = True,
     ) -> None:
         if n < 1 or k < 1:
             raise ValueError(f"strategy.n and strategy.k must be >= 1, got n={n}, k={k}")
@@ -60,6 +66,7 @@ class BestOfMajority(Strategy):
             raise ValueError(f"strategy.class_reward must be one of {CLASS_REWARDS}, got {class_reward!r}")
         self.n, self.k, self.alpha, self.class_reward = n, k, alpha, class_reward
         self.temperature, self.top_p, self.max_tokens = temperature, top_p, max_tokens
+        self.pass_at_k = bool(pass_at_k)
 
     def rank(self, cands: list[Candidate]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(the returned top-k, every class) for clustered, scored candidates."""
@@ -95,7 +102,8 @@ class BestOfMajority(Strategy):
         return public, summary
 
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens)
+        draw: dict = {}
+        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens, stats=draw)
         await score_candidates(problem, ctx, cands)
         top, classes = self.rank(cands)
         selected = top[0]["index"] if top else None
@@ -105,12 +113,14 @@ class BestOfMajority(Strategy):
             candidates=cands,
             selected=selected,
             stats={
-                "samples": len(cands),
+                **draw,
                 "alpha": self.alpha,
                 "k": self.k,
                 "answer_classes": len(classes),
                 "kept_classes": sum(1 for cl in classes if cl["frequency"] >= self.alpha - 1e-12),
                 "top_k": top,
+                # the answers graded: all k as Pass@k (any of them right), or the first only
+                "submitted": [cl["index"] for cl in (top if self.pass_at_k else top[:1])],
                 "classes": classes,
                 "verifier_calls": ctx.ledger.usage.verifier_calls,
             },

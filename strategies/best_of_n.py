@@ -16,6 +16,7 @@ from ttscale.types import Problem, Result
 class BestOfN(Strategy):
     name = "best_of_n"
     requires_verifier = True
+    independent_samples = True
     count_params = ("n",)
 
     def request_shape(self) -> RequestShape:
@@ -25,7 +26,8 @@ class BestOfN(Strategy):
         self.n, self.temperature, self.top_p, self.max_tokens = n, temperature, top_p, max_tokens
 
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens)
+        draw: dict = {}
+        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens, stats=draw)
         await score_candidates(problem, ctx, cands)
         scored = [i for i, c in enumerate(cands) if c.score is not None]
         sel = max(scored, key=lambda i: (cands[i].score, -i)) if scored else (0 if cands else None)
@@ -34,5 +36,5 @@ class BestOfN(Strategy):
             answer=cands[sel].answer if sel is not None else None,
             candidates=cands,
             selected=sel,
-            stats={"samples": len(cands), "scored": len(scored)},
+            stats={**draw, "scored": len(scored)},
         )

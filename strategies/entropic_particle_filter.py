@@ -16,12 +16,18 @@ temperature ``beta = 1/tau``):
 - ``temperature_method: ess`` (the paper): ``tau = max(1, (N / ESS) (1 - t/T))``;
 - ``temperature_method: entropy`` (the paper's entropy variant): with H the normalised
   entropy of p, ``beta = H + (1 - H) t/T`` and ``tau = max(1, 1/beta)``;
+- ``temperature_method: base`` (its_hub's `TemperatureMethod.BASE`):
+  ``tau = max(1, 2 - t/T)`` (its `value_max = 2.0`);
 - ``temperature_method: target``: the smallest tau whose annealed distribution has
   ``ESS / N = ess_threshold`` exactly (adaptive tempering as in SMC samplers, found
   by bisection; ESS grows monotonically with tau).
 
 Otherwise the resampling is the plain PF one. The final answer uses the untempered
-weights.
+weights. Defaults as its_hub's `EntropicParticleFiltering` (`its_hub/core/algorithms/
+particle_gibbs.py`): systematic resampling, ``ess`` temperature, ``ess_threshold`` 0.5,
+``early_phase`` 0.5, T = the step generator's ``max_steps``; its ESS and entropy clip
+the probabilities to [1e-7, 1 - 1e-7] first and it does not normalise the entropy for
+N <= 2 (negligible differences), and it has no look-ahead modulation.
 
 Look-ahead Modulation (LaM). To judge a state by its potential rather than its
 current score alone, each distinct unfinished particle samples `look_ahead`
@@ -52,7 +58,8 @@ from ttscale.strategies.steps import Node, StepConfig, score_nodes
 from ttscale.context import SolveContext
 from ttscale.types import Problem
 
-TEMPERATURE_METHODS = ("ess", "entropy", "target")
+TEMPERATURE_METHODS = ("ess", "entropy", "base", "target")
+BASE_VALUE_MAX = 2.0  # its_hub ParticleGibbs._temperature_annealing(value_max=2.0)
 
 
 def annealing_temperature(
@@ -75,6 +82,8 @@ def annealing_temperature(
         h = normalized_entropy(probs)
         beta = h + (1.0 - h) * progress
         return max(1.0, 1.0 / beta) if beta > 0 else float("inf")
+    if method == "base":
+        return max(1.0, BASE_VALUE_MAX - progress)
     if method == "target":
         return target_temperature(log_weights, base_temperature, ess_threshold)
     raise ValueError(f"strategy.temperature_method must be one of {TEMPERATURE_METHODS}, got {method!r}")
@@ -112,7 +121,7 @@ class EntropicParticleFilter(ParticleFilter):
     Besides ParticleFilter's hyperparameters:
     ess_threshold: annealing starts when ESS / N falls below it (paper: 0.5).
     early_phase: annealing only while t / T is below it (T = step.max_steps).
-    temperature_method: "ess" (paper), "entropy" (paper) or "target".
+    temperature_method: "ess" (paper), "entropy" (paper), "base" (its_hub) or "target".
     look_ahead: successor steps sampled per particle for LaM (0: LaM off).
     look_ahead_weight: how much of a particle's resampling log-weight comes from its
         successors (0: none, 1: only the successors).

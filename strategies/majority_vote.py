@@ -8,6 +8,8 @@ best-of-k and weighted@k curves can be replayed from the same samples.
 
 from __future__ import annotations
 
+import math
+
 from ttscale.strategy import RequestShape, Strategy
 from ttscale.strategies.sampling import plurality, sample_candidates, score_candidates
 from ttscale.context import SolveContext
@@ -16,6 +18,7 @@ from ttscale.types import Problem, Result
 
 class MajorityVote(Strategy):
     name = "majority_vote"
+    independent_samples = True
     count_params = ("n",)
 
     def request_shape(self) -> RequestShape:
@@ -28,7 +31,8 @@ class MajorityVote(Strategy):
         return None
 
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens)
+        draw: dict = {}
+        cands = await sample_candidates(problem, ctx, self.n, self.temperature, self.top_p, self.max_tokens, stats=draw)
         await score_candidates(problem, ctx, cands)
         sel = plurality(cands, self.weights(cands))
         return Result(
@@ -36,7 +40,7 @@ class MajorityVote(Strategy):
             answer=cands[sel].answer if sel is not None else None,
             candidates=cands,
             selected=sel,
-            stats={"samples": len(cands), "answer_classes": len({c.cluster for c in cands if c.cluster is not None})},
+            stats={**draw, "answer_classes": len({c.cluster for c in cands if c.cluster is not None})},
         )
 
 
@@ -49,6 +53,8 @@ class WeightedMajorityVote(MajorityVote):
 
     name = "weighted_majority"
     requires_verifier = True
+    score_needs = {"": (0.0, math.inf, "an answer class weighs the sum of its scores, so negative scores would make "
+                                       "a larger class weigh less")}
 
     def weights(self, cands) -> list[float]:
         return [c.score if c.score is not None else 0.0 for c in cands]

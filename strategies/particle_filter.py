@@ -24,10 +24,21 @@ reference implementation. The loop ends when every particle is finished (or the
 budget is spent). The answer is the particle with the highest weight
 (``selection: argmax``) or the answer class with the largest total softmax weight
 (``selection: weighted_vote``).
+
+Checked against the reference code (Red-Hat-AI-Innovation-Team/its_hub,
+`its_hub/core/algorithms/particle_gibbs.py`, `ParticleFiltering` = `ParticleGibbs` with
+one iteration): the same softmax at temperature 1 over ``_inv_sigmoid`` weights clipped
+at 1e-7, multinomial resampling, stopped particles kept with their final weight, argmax
+selection, and the PRM's score of the latest partial trajectory as the weight
+(``aggregation: last``). Differences: its_hub offers ``sample`` as a final selection
+(ttscale: ``weighted_vote``), Particle Gibbs (several iterations with reference
+particles, not here), and its `ParticleFiltering` accepts a resampling method it does
+not pass on (always multinomial; ttscale honours ``resampling``).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
@@ -132,6 +143,11 @@ class ParticleFilter(Strategy):
 
     name = "particle_filter"
     requires_verifier = True
+    score_needs = {
+        "weighting=logit": (0.0, 1.0, "log(r / (1 - r)) is clipped to r in [1e-7, 1 - 1e-7], so scores outside [0, 1] "
+                                      "all get the same weight and the resampling is uniform"),
+        "weighting=log": (0.0, math.inf, "log(r) is clipped at r = 1e-7, so negative scores all get the same weight"),
+    }
     count_params = ("n",)
 
     def request_shape(self) -> RequestShape:

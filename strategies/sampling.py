@@ -1,17 +1,70 @@
-"""Independent sampling shared by the parallel strategies: one request with `n`
-samples (the engine batches them), answers extracted, classes assigned."""
+"""Independent sampling shared by the parallel strategies: complete samples (the engine
+batches them), answers extracted, classes assigned.
+
+Under a token budget (`budget.max_tokens`) samples are never cut by the budget. They are
+drawn in waves: a wave launches as many samples as the budget can pay for *in full*
+(`remaining // max_tokens`, each sample holding its whole `max_tokens`), and the next
+wave sees what the finished ones really used. Drawing stops when `n` samples are drawn
+or the budget cannot pay for one more complete sample, so the budget is never exceeded
+and every sample may use `sampling.max_tokens` like an unbudgeted one. Fewer than `n`
+samples may be drawn; the number drawn and the waves are recorded in `Result.stats`
+(`samples`, `sample_waves`, `samples_budget_stopped`). Without a token budget the `n`
+samples go in one request, as before. `budget.samples=split` brings back the older rule
+(the n samples in one request, each clamped to about `budget.max_tokens / n`; a sample
+cut that way ends with `finish_reason="budget"`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
-from ttscale.engine import GenerationRequest
+from ttscale.engine import Completion, GenerationRequest
 from ttscale.types import Candidate, Problem
 from ttscale.task import cluster_answers
 
 T = TypeVar("T")
+
+
+async def draw_complete(
+    ctx: SolveContext, request: GenerationRequest, stats: dict[str, Any] | None = None
+) -> list[Completion]:
+    """`request.n` completions of `request`, none cut by the token budget (see the module
+    doc): one request without a budget, else waves of what the budget pays for in full.
+    `stats` (optional) gets `samples`, `sample_waves` and `samples_budget_stopped`."""
+    n, cap = request.n, request.max_tokens
+    out: list[Completion] = []
+    waves: list[int] = []
+    stopped = False
+    split = ctx.ledger.budget.samples == "split"  # the older rule: one request, each sample clamped
+    while len(out) < n:
+        left = ctx.ledger.remaining_tokens
+        k = n - len(out) if left is None or split else min(n - len(out), left // cap)
+        if k < 1:
+            stopped = True
+            break
+        try:
+            got = await ctx.generate(_with_n(request, k))
+        except BudgetExhausted:  # nothing left after all (cannot happen after the check)
+            stopped = True
+            break
+        if split:  # a sample the clamp cut short says so
+            out.extend(dataclasses.replace(c, finish_reason="budget")
+                       if c.finish_reason == "length" and len(c.token_ids) < cap else c for c in got.completions)
+            waves.append(k)
+            break
+        out.extend(got.completions)
+        waves.append(k)
+    if stats is not None:
+        stats["samples"] = len(out)
+        stats["sample_waves"] = waves
+        stats["samples_budget_stopped"] = stopped
+    return out
+
+
+def _with_n(request: GenerationRequest, n: int) -> GenerationRequest:
+    return request if request.n == n else dataclasses.replace(request, n=n)
 
 
 async def sample_candidates(
@@ -22,8 +75,11 @@ async def sample_candidates(
     top_p: float,
     max_tokens: int,
     stop: tuple[str, ...] = (),
+    stats: dict[str, Any] | None = None,
 ) -> list[Candidate]:
-    """`n` independent samples of a complete solution, with answers and classes.
+    """Up to `n` independent samples of a complete solution, with answers and classes;
+    under a token budget as many complete ones as it pays for (module doc). `stats`
+    (optional) records how many were drawn.
 
     Log-probabilities are requested only when the verifier reads them (self-certainty),
     so plain sampling costs what a raw engine call costs."""
@@ -39,10 +95,7 @@ async def sample_candidates(
         stop=tuple(stop),
         logprobs=1 if wants_lp else None,
     )
-    try:
-        out = await ctx.generate(req)
-    except BudgetExhausted:
-        return []
+    completions = await draw_complete(ctx, req, stats)
     cands = [
         Candidate(
             text=c.text,
@@ -51,17 +104,26 @@ async def sample_candidates(
             finish_reason=c.finish_reason,
             mean_logprob=c.mean_logprob,
         )
-        for c in out.completions
+        for c in completions
     ]
     cluster_answers(ctx.task, cands)
     return cands
 
 
+def verifier_call_costs(verifier: Any, problem: Problem, cands: Sequence[Candidate], ctx: SolveContext) -> list[int]:
+    """What scoring each candidate would cost the verifier budget (`Verifier.call_costs`;
+    one call each for a scorer that does not say)."""
+    costs = getattr(verifier, "call_costs", None)
+    return list(costs(problem, cands, ctx)) if costs is not None else [1] * len(cands)
+
+
 async def score_candidates(problem: Problem, ctx: SolveContext, cands: list[Candidate]) -> None:
-    """Score candidates with the verifier, within the verifier-call budget; sets `.score`."""
+    """Score candidates with the verifier, within the verifier-call budget (checked before
+    scoring, with what each candidate costs: the leading ones the budget pays for in full
+    are scored, the rest stay unscored); sets `.score`."""
     if ctx.verifier is None or not cands:
         return
-    allowed = ctx.ledger.verifier_allowance(len(cands))
+    allowed = ctx.ledger.verifier_allowance_for(verifier_call_costs(ctx.verifier, problem, cands, ctx))
     if allowed <= 0:
         return
     scores = await score_each(lambda cs: ctx.verifier.score(problem, cs, ctx), cands[:allowed])

@@ -7,7 +7,8 @@ Three layers, each usable on its own:
   else GSM8K's "#### X", else (when asked for) the last number in the text.
 * **normal form** -- `answer_key(answer)`: a cheap canonical string (LaTeX
   spacing, `\\left`/`\\right`, `\\dfrac`, degrees, `\\text{}`, thousands
-  separators and `3.0` -> `3` removed) used to group equal answers quickly.
+  separators and `3.0` -> `3` removed; a number followed by unit words is the
+  number, `tasks.units.strip_units`) used to group equal answers quickly.
 * **equivalence** -- `math_equal(gold, pred)` / `equivalent(a, b)`: the normal
   form first, then math-verify (`parse` + `verify`), so `1/2`, `0.5` and
   `\\frac12` agree, sets and intervals compare as such.
@@ -31,10 +32,17 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Sequence
 
+from ttscale.tasks.units import strip_units
+
 log = logging.getLogger(__name__)
 
 BOX_COMMANDS = ("\\boxed", "\\fbox", "\\framebox")
-FALLBACKS = ("boxed", "answer_is", "hash", "last_number")
+# Methods that read an answer the solution states as its answer (a box, "The answer is X",
+# GSM8K's "#### X"), and those that read any number in the text (lenient: an echo of the
+# question gets an answer; the math tasks use them only when asked, `task.answer_fallback`).
+EXPLICIT = ("boxed", "answer_is", "hash")
+ANY_NUMBER = ("last_number",)
+FALLBACKS = EXPLICIT + ANY_NUMBER
 DEFAULT_TIMEOUT_S = 5
 DEFAULT_MAX_ANSWER_CHARS = 512
 
@@ -212,8 +220,9 @@ def canonical_number(s: str) -> str | None:
 def answer_key(ans: str) -> str:
     """A cheap canonical string: equal keys mean equal answers (the converse needs math-verify)."""
     s = strip_latex_noise(clean_answer(ans))
-    # \text{Evelyn} -> Evelyn; "5.4 \text{ cents}" keeps its unit word, math-verify drops units.
+    # \text{Evelyn} -> Evelyn; "5.4 \text{ cents}" -> "5.4 cents" -> "5.4" (unit words dropped).
     s = _TEXT_RE.sub(lambda m: m.group(1), s)
+    s = strip_units(s)  # "9 eggs" -> "9" (math-verify would read 9*e*g*g*s)
     s = "".join(s.split())
     num = canonical_number(s)
     return num if num is not None else s
@@ -259,6 +268,7 @@ def _wrap(ans: str) -> str:
     s = clean_answer(ans)
     if "\\boxed" in s or "\\fbox" in s:
         return s
+    s = strip_units(s)
     num = canonical_number(s)
     return f"${num if num is not None else s}$"
 

@@ -95,7 +95,7 @@ class ArithmeticTask(MathBase):
         phrasing: str = "word",
         allow_negative: bool = False,
         prompt_template: str = ARITHMETIC_PROMPT,
-        fallbacks: Sequence[str] = ("boxed", "answer_is", "last_number"),
+        fallbacks: Sequence[str] = ("boxed", "answer_is"),
         **kwargs,
     ) -> None:
         super().__init__(name=name, prompt_template=prompt_template, fallbacks=fallbacks, **kwargs)

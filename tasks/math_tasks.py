@@ -6,6 +6,18 @@ from (`hub` + `split`/`hub_config`, or a local `path`), which fields hold the
 problem / answer / solution / id (`*_field`, one name or a list of alternatives,
 the first present is used), and how the prompt is built. Grading uses
 `tasks.answers` (boxed extraction + math-verify).
+
+Strict grading (the defaults; README "Math tasks" lists every decision):
+
+* only a finished candidate's answer counts (`ttscale.task.withhold_unfinished`); one cut
+  by a token cap, a step cap or the budget has none. `task.grade_unfinished=true` grades
+  it as it stands;
+* answers are read only where the solution states them: the last `\\boxed{}`, "The answer
+  is X" / "Final answer: X" (`answer_is`), GSM8K's "#### X" (`hash`), as `task.fallbacks`
+  lists. Reading any number (`last_number`) is off; `task.answer_fallback=last_number`
+  tries it after them;
+* a verbatim copy of the question in the completion is ignored, so an echo of the
+  question never states an answer (`scripts/check_echo.py` measures the echo floor).
 """
 
 from __future__ import annotations
@@ -52,6 +64,8 @@ class MathBase(Task):
         prompt_template: str = DEFAULT_PROMPT,
         system_prompt: str | None = None,
         fallbacks: Sequence[str] = ("boxed", "answer_is"),
+        answer_fallback: str | None = None,
+        grade_unfinished: bool = False,
         grading_timeout: int | None = A.DEFAULT_TIMEOUT_S,
         max_answer_chars: int = A.DEFAULT_MAX_ANSWER_CHARS,
         limit: int | None = None,
@@ -60,13 +74,27 @@ class MathBase(Task):
         super().__init__(limit=limit, offset=offset, name=name)
         if QUESTION not in prompt_template:
             raise ValueError(f"task={name}: task.prompt_template must contain {QUESTION!r}")
+        if isinstance(fallbacks, str):
+            raise ValueError(f"task={name}: task.fallbacks must be a list, e.g. [boxed, answer_is], got {fallbacks!r}")
+        lenient = [f for f in fallbacks if f in A.ANY_NUMBER]
+        if lenient:
+            raise ValueError(f"task={name}: task.fallbacks may list only {list(A.EXPLICIT)}; {lenient[0]} reads any "
+                             f"number (an echo of the question gets an answer): opt in with "
+                             f"task.answer_fallback={lenient[0]}")
         unknown = [f for f in fallbacks if f not in A.FALLBACKS]
         if unknown:
-            raise ValueError(f"task={name}: task.fallbacks has unknown methods {unknown}; choose from {A.FALLBACKS}")
+            raise ValueError(f"task={name}: task.fallbacks has unknown methods {unknown}; choose from {list(A.EXPLICIT)}")
+        if answer_fallback not in (None, *A.ANY_NUMBER):
+            raise ValueError(f"task={name}: task.answer_fallback must be null or one of {list(A.ANY_NUMBER)}, "
+                             f"got {answer_fallback!r}")
+        if not isinstance(grade_unfinished, bool):
+            raise ValueError(f"task={name}: task.grade_unfinished must be true or false, got {grade_unfinished!r}")
         self.name = name
         self.prompt_template = prompt_template
         self.system_prompt = system_prompt
-        self.fallbacks = tuple(fallbacks)
+        self.fallbacks = tuple(fallbacks) + ((answer_fallback,) if answer_fallback else ())
+        self.answer_fallback = answer_fallback
+        self.grade_unfinished = grade_unfinished
         self.grading_timeout = grading_timeout
         self.max_answer_chars = max_answer_chars
 
@@ -85,6 +113,12 @@ class MathBase(Task):
     # ---- answers ------------------------------------------------------------
     def extract_answer(self, text: str) -> str | None:
         return A.extract_answer(text, self.fallbacks)
+
+    def answer_for(self, problem: Problem, text: str) -> str | None:
+        """The answer `text` states for `problem`; verbatim copies of the question are
+        ignored first, so restating the problem never states an answer."""
+        q = problem.question.strip()
+        return self.extract_answer(text.replace(q, "\n") if q else text)
 
     def answer_key(self, answer: str) -> str:
         return A.answer_key(answer)

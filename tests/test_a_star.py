@@ -74,7 +74,7 @@ def test_pops_follow_f_order_and_stop_at_the_first_goal(cost, seed):
     assert got == want
     assert res.stats["stopped"] == "goal" and res.stats["goal_found"]
     last = max((n for n in tree if n["popped_at"] is not None), key=lambda n: n["popped_at"])
-    assert last["finished"] and last["finish_reason"] == "eos"
+    assert last["finished"] and last["finish_reason"] == "stop"
     # nothing was expanded after the goal: one engine request per expansion, n = k each
     assert res.stats["expansions"] == sum(1 for n in tree if n["popped_at"] is not None and not n["finished"])
     assert len(eng.requests) == res.stats["expansions"]
@@ -178,7 +178,7 @@ def test_strategy_configs_instantiate_with_the_shared_sampling_settings(name):
         assert strategy.step.max_total_tokens == sampling.max_tokens
     elif name == "entropy_branching":
         assert not strategy.requires_verifier and strategy.max_tokens == sampling.max_tokens
-        assert strategy.adapt_max_extra == strategy.M
+        assert strategy.adapt_max_extra == 3 * strategy.M  # the reference's eager_adapt cap
     else:
         assert strategy.requires_verifier and strategy.max_tokens == sampling.max_tokens
 

@@ -138,7 +138,7 @@ def test_numeric_grading():
         "38 + 17 = 55\n\n\\boxed{55}": True,
         "\\boxed{55 stamps}": True,
         "So the answer is 55.0": True,
-        "38 + 17 = 55\n\nLeo has 55 stamps now.": True,  # last number
+        "38 + 17 = 55\n\nLeo has 55 stamps now.": False,  # no stated answer: last_number is opt-in
         "\\boxed{\\$55}": True,
         "\\boxed{38 + 17 = 55}": True,
         "38 + 17 = 45\n\n\\boxed{45}": False,
@@ -146,13 +146,16 @@ def test_numeric_grading():
         "I cannot tell.": False,
     }
     cands = [Candidate(text=t, answer=task.extract_answer(t)) for t in texts]
-    assert [c.answer for c in cands] == ["55", "55", "55", "55", "55", "55", "45", "56", None]
+    assert [c.answer for c in cands] == ["55", "55", "55", None, "55", "55", "45", "56", None]
     result = Result(problem_id=problem.id, answer="55", candidates=cands)
     task.grade(problem, ref, result)
     assert [c.correct for c in cands] == list(texts.values())
     assert result.correct is True
     assert task.equivalent("55", "55.0") and not task.equivalent("55", "56")
     assert task.answer_key("\\boxed{1,200}") == "1200"
+    # The lenient fallback, when asked for, reads the last number.
+    lenient = default_task(max_value=50, answer_fallback="last_number")
+    assert lenient.extract_answer("38 + 17 = 55\n\nLeo has 55 stamps now.") == "55"
 
 
 @pytest.mark.parametrize(

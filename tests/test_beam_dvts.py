@@ -47,7 +47,9 @@ def test_beam_search_keeps_the_top_scored_beams():
     for seed in range(10):
         engine = RecordingEngine(completions=SIX)
         ctx = make_ctx(engine, verifier=MarkerPRM(SIX_PRM, sticky=True), seed=seed)
-        result = solve(BeamSearch(n=6, beam_width=2, temperature=1.0, step=STEP), ctx)
+        # duplicates kept, the pool sorted: the reference's filter and pool are tested below
+        strategy = BeamSearch(n=6, beam_width=2, temperature=1.0, step=STEP, filter_duplicates=False, sort_completed=True)
+        result = solve(strategy, ctx)
         assert_valid_result(result)
         base = prompt_ids(ctx)
         first, second, *_ = waves_of(engine, result.stats["requests_per_wave"])
@@ -62,7 +64,7 @@ def test_beam_search_keeps_the_top_scored_beams():
         assert len(result.candidates) == min(6, result.stats["completed"])
         scores = [c.score for c in result.candidates]
         assert scores == sorted(scores, reverse=True)
-        assert all(c.finish_reason == "eos" for c in result.candidates)
+        assert all(c.finish_reason == "stop" for c in result.candidates)
         assert result.answer == result.candidates[0].answer  # argmax
 
 
@@ -173,7 +175,15 @@ def test_strategy_configs_instantiate(name):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_arithmetic_checker_guides_the_search(variant):
-    check_arithmetic_checker_guides_search(VARIANTS[variant])
+    # the checker scores each step on its own, not the prefix as a PRM does (its "The answer
+    # is \boxed{v}" step is neutral whatever came before): a path is as good as its worst
+    # step, so a search it guides aggregates by min (the paper's `last` assumes a PRM)
+    def make():
+        strategy = VARIANTS[variant]()
+        strategy.aggregation = "min"
+        return strategy
+
+    check_arithmetic_checker_guides_search(make)
 
 
 # ---- the real vLLM CPU engine (embedded model) --------------------------------------
@@ -208,3 +218,117 @@ def test_step_search_on_the_real_engine(real_engine, name):
     result = solve(REAL[name](), ctx, problem)
     assert_valid_result(result)
     assert ctx.ledger.usage.generated_tokens <= 20
+
+
+# ---- the reference's rules (huggingface/search-and-learn) ------------------------------
+# Half the first steps end the solution, half go on with the same text "go\n\n".
+END_OR_GO = [("end \\boxed{1}", 0.5), ("go\n\nthen \\boxed{2}", 0.5)]
+END_OR_GO_PRM = {"end": 0.3, "go": 0.8, "then": 0.7}
+
+
+def test_beam_search_refills_to_n_and_filters_duplicate_beams():
+    filtered = 0
+    for seed in range(8):
+        per_rule = {}
+        for refill in (True, False):
+            engine = RecordingEngine(completions=END_OR_GO)
+            ctx = make_ctx(engine, verifier=MarkerPRM(END_OR_GO_PRM), seed=seed)
+            result = solve(BeamSearch(n=8, beam_width=4, temperature=1.0, step=STEP, refill=refill), ctx)
+            assert_valid_result(result)
+            first, *rest = waves_of(engine, result.stats["requests_per_wave"])
+            goes = sum(c.text == "go\n\n" for c in first[0][1].completions)
+            if not 2 <= goes <= 7:
+                break  # this seed gives no duplicate to filter or no second step
+            # the unfinished first steps are one text: one beam is kept, whatever N/M is
+            assert result.stats["duplicates_filtered"][0] == goes - 1
+            assert result.stats["kept_per_step"][0] == 1
+            (second,) = rest[:1]
+            per_rule[refill] = [r.n for r, _ in second]
+        if per_rule:
+            filtered += 1
+            assert per_rule[True] == [8]  # refilled: N next steps of the one beam
+            assert per_rule[False] == [4]  # M per kept beam
+    assert filtered >= 3
+
+
+def test_beam_search_duplicate_filter_keeps_distinct_beams():
+    dup_kept = 0
+    for seed in range(12):
+        kept_texts = {}
+        for flt in (True, False):
+            engine = RecordingEngine(completions=SIX)
+            ctx = make_ctx(engine, verifier=MarkerPRM(SIX_PRM, sticky=True), seed=seed)
+            result = solve(BeamSearch(n=6, beam_width=2, temperature=1.0, step=STEP, filter_duplicates=flt), ctx)
+            first, second, *_ = waves_of(engine, result.stats["requests_per_wave"])
+            sampled = [kind(c.text) for c in first[0][1].completions]
+            kept = [kind(generated_text(engine, r, prompt_ids(ctx))) for r, _ in second]
+            kept_texts[flt] = kept
+            if flt:  # the top N/M = 3 distinct first steps, refilled to N = 6
+                assert len(set(kept)) == len(kept) == min(3, len(set(sampled)))
+                assert sorted(kept) == sorted(sorted(set(sampled), key=lambda k: -SCORES[k])[:3])
+                assert sum(r.n for r, _ in second) == 6
+        dup_kept += len(set(kept_texts[False])) < len(kept_texts[False])
+    assert dup_kept > 0  # without the filter a duplicate beam takes a slot
+
+
+def test_beam_search_pool_is_the_first_n_to_finish_unless_sorted():
+    for seed in range(6):
+        pools = {}
+        for sort_completed in (False, True):
+            engine = RecordingEngine(completions=END_OR_GO)
+            ctx = make_ctx(engine, verifier=MarkerPRM(END_OR_GO_PRM), seed=seed)
+            result = solve(BeamSearch(n=4, beam_width=2, temperature=1.0, step=STEP, sort_completed=sort_completed), ctx)
+            pools[sort_completed] = [len(c.steps) for c in result.candidates], [c.score for c in result.candidates]
+        depths, _ = pools[False]
+        assert depths == sorted(depths)  # in the order they finished: one-step solutions first
+        _, scores = pools[True]
+        assert scores == sorted(scores, reverse=True)
+
+
+# After "A\n\n" the likely next step is bad, after "B\n\n" fine: the first step's own score
+# says A, one greedy step of look-ahead says B.
+AB = [("A\n\nbad \\boxed{1}", 0.5), ("B\n\nfine \\boxed{2}", 0.5)]
+AB_PRM = {"A": 0.9, "B": 0.6, "bad": 0.1, "fine": 0.8}
+
+
+def test_dvts_lookahead_ranks_children_by_one_greedy_step():
+    mixed = 0
+    for seed in range(12):
+        answers = {}
+        for lookahead in (0, 1):
+            engine = RecordingEngine(completions=AB)
+            ctx = make_ctx(engine, verifier=MarkerPRM(AB_PRM), seed=seed)
+            result = solve(DVTS(n=2, beam_width=2, temperature=1.0, step=STEP, lookahead=lookahead), ctx)
+            assert_valid_result(result)
+            first = engine.log[0][1].completions
+            greedy = [r for r, _ in engine.log if r.temperature == 0.0]
+            if lookahead:
+                assert greedy and all(r.n == 1 for r in greedy)
+                # one greedy step past each unfinished child of the first expansion
+                base = prompt_ids(ctx)
+                assert sorted(generated_text(engine, r, base) for r in greedy[:2]) == sorted(c.text for c in first)
+            else:
+                assert not greedy
+            answers[lookahead] = result.answer
+        if {c.text for c in first} == {"A\n\n", "B\n\n"}:
+            mixed += 1
+            assert answers == {0: "1", 1: "2"}
+    assert mixed >= 3
+
+
+def test_dvts_lookahead_respects_budgets():
+    check_budget_respected(lambda: DVTS(n=4, beam_width=2, temperature=1.0, step=STEP, lookahead=1))
+
+
+def test_beam_and_dvts_config_defaults_are_the_references():
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        beam = instantiate(compose("config", overrides=["strategy=beam_search", "logger=none"]).strategy)
+        dvts = instantiate(compose("config", overrides=["strategy=dvts", "logger=none"]).strategy)
+    assert (beam.refill, beam.filter_duplicates, beam.sort_completed, beam.aggregation) == (True, True, False, "last")
+    assert (dvts.lookahead, dvts.aggregation) == (0, "last")

@@ -95,9 +95,9 @@ def test_end_to_end_matches_a_recount_of_the_samples(seed):
 
 def test_budgets_are_respected():
     ctx = make_ctx(FakeEngine(completions=COMPLETIONS), verifier=AnswerReward(REWARDS),
-                   budget=Budget(max_tokens=30, max_verifier_calls=5))
-    res = asyncio.run(BestOfMajority(n=8, k=2, alpha=0.1, temperature=1.0).solve(P, ctx))
-    assert ctx.ledger.usage.generated_tokens <= 30
+                   budget=Budget(max_tokens=150, max_verifier_calls=5))
+    res = asyncio.run(BestOfMajority(n=8, k=2, alpha=0.1, temperature=1.0, max_tokens=15).solve(P, ctx))
+    assert ctx.ledger.usage.generated_tokens <= 150 and res.stats["samples"] == 8
     assert ctx.ledger.usage.verifier_calls <= 5
     assert sum(c.score is not None for c in res.candidates) == 5
     ctx = make_ctx(FakeEngine(completions=COMPLETIONS), verifier=AnswerReward(REWARDS), budget=Budget(max_tokens=3))
@@ -109,3 +109,60 @@ def test_bad_hyperparameters_are_rejected():
     for kw in ({"n": 0}, {"k": 0}, {"alpha": 1.5}, {"class_reward": "median"}):
         with pytest.raises(ValueError):
             BestOfMajority(**kw)
+
+
+# ---- Pass@k grading (Di et al. 2025 define BoM's success as any of its k answers being right)
+PASS_K = [("\\boxed{1}", 0.5), ("\\boxed{2}", 0.25), ("\\boxed{3}", 0.25)]
+PASS_K_REWARDS = {"1": 0.1, "2": 0.6, "3": 0.8}  # top-2 by reward: 3 then 2
+
+
+@pytest.mark.parametrize("k, reference, correct", [(2, "2", True), (2, "3", True), (2, "1", False),
+                                                   (1, "2", False), (1, "3", True)])
+def test_k_answers_are_graded_as_pass_at_k(k, reference, correct):
+    from ttscale.task import grade_submitted
+    from tests.helpers import ToyTask
+    from ttscale.types import Reference
+
+    ctx = make_ctx(FakeEngine(completions=PASS_K), verifier=AnswerReward(PASS_K_REWARDS), seed=0)
+    res = asyncio.run(BestOfMajority(n=40, k=k, alpha=0.05, temperature=1.0).solve(P, ctx))
+    assert answers(res.stats["top_k"]) == ["3", "2"][:k] and res.answer == "3"
+    assert [res.candidates[i].answer for i in res.stats["submitted"]] == ["3", "2"][:k]
+    ToyTask().grade(P, Reference(answer=reference), res)
+    grade_submitted(res)
+    assert res.correct is correct
+    if k > 1:  # the first answer's own grade is kept beside the Pass@k grade
+        assert res.grading == {"first_answer_correct": reference == "3", "pass_at_k": k}
+    else:
+        assert res.grading == {}
+    # pass_at_k=false: the first answer only, whatever k
+    ctx = make_ctx(FakeEngine(completions=PASS_K), verifier=AnswerReward(PASS_K_REWARDS), seed=0)
+    res = asyncio.run(BestOfMajority(n=40, k=k, alpha=0.05, temperature=1.0, pass_at_k=False).solve(P, ctx))
+    ToyTask().grade(P, Reference(answer=reference), res)
+    grade_submitted(res)
+    assert res.correct is (reference == "3") and res.grading == {}
+
+
+def test_pass_at_k_through_the_runner(tmp_path):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from ttscale.results import iter_records
+    from ttscale.runner import run as run_config
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "logger=none", f"run.root={tmp_path}", "run.progress=false", "run.summary=false",
+            "strategy=best_of_majority", "strategy.n=40", "strategy.k=2", "strategy.alpha=0.05",
+            "strategy.temperature=1.0"])
+    with open_dict(cfg):  # references q0..q3 -> "0", "1", "2", "3"
+        cfg.task = OmegaConf.create({"_target_": "tests.helpers.ToyTask", "num_problems": 4, "modulo": 4})
+        cfg.verifier = OmegaConf.create({"_target_": "tests.test_best_of_majority.AnswerReward",
+                                         "rewards": PASS_K_REWARDS})
+    metrics = run_config(cfg, engine=FakeEngine(completions=PASS_K))
+    recs = {r["problem_id"]: r for r in iter_records(next(p for p in (tmp_path / "default").iterdir() if p.is_dir()))}
+    assert {q: r["correct"] for q, r in recs.items()} == {"q0": False, "q1": False, "q2": True, "q3": True}
+    assert recs["q2"]["grading"]["first_answer_correct"] is False  # its first answer, 3, is wrong
+    assert metrics["accuracy"] == 0.5

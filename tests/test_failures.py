@@ -19,7 +19,7 @@ from ttscale.strategies.best_of_n import BestOfN
 from ttscale.strategies.particle_filter import ParticleFilter
 from tests.helpers import ToyTask, make_ctx
 from tests.test_runner import make_cfg, only_dir, responder
-from ttscale.engine import EngineError, GenerationRequest
+from ttscale.engine import GenerationRequest
 from ttscale.results import iter_records
 from ttscale.runner import run
 from ttscale.runner.console import summary_text
@@ -280,7 +280,7 @@ def test_verifier_errors_are_counted_in_metrics_and_summary(tmp_path):
     marked = sum(1 for r in recs.values() for c in r["candidates"] if c["extra"].get("verifier_error"))
     nines = sum(1 for r in recs.values() for c in r["candidates"] if c["answer"] == "9")
     assert marked == nines > 0 and m["run/verifier_errors"] == marked
-    assert f"verifier errors {marked}" in summary_text(type("P", (), {"run_dir": "x"})(), m)
+    assert f"verifier errors {marked}" in summary_text(type("P", (), {"run_dir": "x", "cfg": cfg})(), m)
 
 
 # ------------------------------------------------------------------ W&B

@@ -198,8 +198,13 @@ def test_the_run_function_reads_as_its_steps():
 def test_pip_installs_exactly_one_top_level_package(tmp_path):
     """`pip install .` puts one top-level package, `ttscale`, into site-packages (the floors
     are its subpackages), so nothing of ours collides with another project's `tasks`."""
+    import shutil
+
+    src = tmp_path / "src"  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "outputs", "build", "*.egg-info",
+                                                              "__pycache__", "tests", "docs", "wandb", "bench_results"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True, cwd=tmp_path)
+                    str(tmp_path), str(src)], check=True, capture_output=True, cwd=tmp_path)
     [wheel] = tmp_path.glob("ttscale-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}

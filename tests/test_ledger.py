@@ -9,7 +9,7 @@ import json
 import pytest
 
 from ttscale.backends.fake import FakeEngine
-from ttscale.strategies.steps import Node, Sampling, StepConfig, expand_all
+from ttscale.strategies.steps import Node, Sampling, SearchStats, StepConfig, expand_all
 from tests.helpers import ToyTask, make_ctx
 from ttscale.budget import Budget, BudgetExhausted, Ledger
 from ttscale.engine import GenerationRequest
@@ -133,11 +133,17 @@ def test_step_search_wave_respects_the_budget_and_charges_every_sequence():
     ctx = make_ctx(eng, budget=Budget(max_tokens=12))
     prompt = ctx.prompt_ids(Problem("q0", "q0"))
     root = Node.root()
-    kids = run(expand_all(ctx, prompt, [(root, 3), (root, 2)], StepConfig(), Sampling()))
+    stats = SearchStats()
+    kids = run(expand_all(ctx, prompt, [(root, 3), (root, 2)], StepConfig(), Sampling(), stats))
     u = ctx.ledger.usage
     assert u.generated_tokens <= 12
     assert u.generated_tokens == sum(n.num_tokens for ks in kids for n in ks)
-    assert u.requests == len(eng.requests) == 2
+    # 12 // 5 = 2 tokens each in the first wave (2 requests), then the 2 tokens left go to
+    # the first two cut steps (2 requests); no step reached its delimiter: all cut by the budget
+    assert u.requests == len(eng.requests) == 4
+    assert stats.waves == [2, 2] and stats.budget_exhausted
+    assert [n.num_tokens for ks in kids for n in ks] == [3, 3, 2, 2, 2]
+    assert all(n.finished and n.finish_reason == "budget" for ks in kids for n in ks)
 
 
 def test_verifier_call_budget_is_taken_from_the_ledger():
@@ -198,9 +204,10 @@ def test_runner_enforces_the_budget_per_problem(tmp_path):
     run_cfg(cfg, eng)
     recs = list(iter_records(next((tmp_path / "default").iterdir())))
     assert len(recs) == 3
-    for r in recs:  # 4 samples of 49 tokens wanted; 100 // 4 = 25 each allowed
-        assert r["usage"]["generated_tokens"] == 100
-        assert all(c["num_tokens"] == 25 for c in r["candidates"])
+    for r in recs:  # 4 samples of 49 tokens wanted; 100 // 64 = 1 fits in full, then 51 < 64 left
+        assert r["usage"]["generated_tokens"] == 49
+        assert r["stats"]["samples"] == 1 and r["stats"]["samples_budget_stopped"]
+        assert [c["num_tokens"] for c in r["candidates"]] == [49]
 
 
 def run_cfg(cfg, eng):

@@ -60,7 +60,7 @@ USAGE_CACHE_FIELDS = ("wall_time", "cached_prompt_tokens", "computed_prompt_toke
 
 def strip_run_keys(m: dict) -> dict:
     return {k: v for k, v in m.items()
-            if not k.startswith(("run/", "time/")) and not any(k.startswith(c + "_") for c in CACHE_DEPENDENT)}
+            if not k.startswith(("run/", "time/", "estimate/")) and not any(k.startswith(c + "_") for c in CACHE_DEPENDENT)}
 
 
 def comparable(rec: dict) -> dict:
@@ -199,3 +199,31 @@ def test_merge_script_on_an_experiment_directory(tmp_path, capsys):
     for d in run_dirs(tmp_path):
         assert len((d / "records.jsonl").read_text().splitlines()) == PROBLEMS
     assert mod.main([str(tmp_path / "nothing")]) == 1
+
+
+def test_a_search_run_and_its_merge_report_the_same_keys_and_no_curves(tmp_path):
+    """Particle filtering's pool is not samples: the run and its merged shards give the
+    same metrics keys, none of them a curve over k, with search statistics and finish
+    shares instead; every record says whether its candidates are independent samples."""
+    pf = ["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.n=3"]
+    m_full = run(make_cfg(tmp_path / "full", *pf), engine=FakeEngine(responder))
+    run_sharded(tmp_path / "sharded", 2, *pf)
+    [d] = run_dirs(tmp_path / "sharded")
+    merged = json.loads((d / "metrics.json").read_text())
+    assert merged["run/num_shards"] == 2
+    assert set(strip_run_keys(merged)) == set(strip_run_keys(m_full))
+    for m in (m_full, merged):
+        assert m["pool/independent_samples"] is False and m["curves"] == {}
+        assert not [k for k in m if "@" in k]
+        assert m["search/ess_mean"] > 0 and m["search/expansions_mean"] > 0 and m["pool/distinct_texts_mean"] >= 1
+        assert m["finish/candidates"] == 3 * PROBLEMS
+        assert sum(m[f"finish/{c}_share"] for c in ("eos", "step_cap", "token_cap", "budget", "other")) == pytest.approx(1)
+    for k in ("search/ess_mean", "pool/distinct_texts_mean", "finish/eos_share", "accuracy"):
+        assert merged[k] == pytest.approx(m_full[k]), k
+    assert {r["independent_samples"] for r in iter_records(d)} == {False}
+
+    bon = run(make_cfg(tmp_path / "bon", "strategy=best_of_n", "verifier=arithmetic_checker", "strategy.n=3"),
+              engine=FakeEngine(responder))
+    assert bon["pool/independent_samples"] is True and "maj@2" in bon and "best_of@3" in bon
+    [b] = run_dirs(tmp_path / "bon")
+    assert {r["independent_samples"] for r in iter_records(b)} == {True}

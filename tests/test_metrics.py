@@ -509,3 +509,94 @@ def test_metrics_for_subset_sizes_matches_estimators():
     assert bare["maj"][0, 0] == pytest.approx(2 / 3) and np.isnan(bare["best_of"][0, 0])
     vals = per_problem_values(recs, "best_of@2")
     assert vals["a"] == pytest.approx(1.0) and vals["c"] == 0.0
+
+
+# ---------------------------------------------------------------------------
+# honest reporting: curves only over independent samples, finish reasons
+# ---------------------------------------------------------------------------
+def flagged(records, flag, stats=None):
+    out = []
+    for r in records:
+        r = json.loads(json.dumps(r))
+        for j, c in enumerate(r["candidates"]):
+            c["text"] = f"text {j}"
+        if flag is not ...:
+            r["independent_samples"] = flag
+        if stats is not None:
+            r["stats"] = stats
+        out.append(r)
+    return out
+
+
+def test_search_pools_get_no_curves_but_search_statistics():
+    recs = flagged(hand_records(), False, stats={"expansions": 12, "nodes": 20, "ess": [8.0, 2.0, 4.0], "steps": 3})
+    recs[0]["candidates"] = [dict(recs[0]["candidates"][0]) for _ in range(3)]  # three copies of one text
+    m = compute_metrics(recs, n_boot=200)
+    json.dumps(m, allow_nan=False)
+    assert m["pool/independent_samples"] is False
+    assert m["curves"] == {} and m["curves_max_k"] is None
+    assert not [k for k in m if "@" in k]  # no pass@k, maj@k, best_of@k, weighted@k
+    assert any("not independent samples" in n for n in m["notes"])
+    assert m["accuracy"] == pytest.approx(1 / 4)  # the final answers are still graded
+    assert m["search/expansions_mean"] == 12 and m["search/nodes_mean"] == 20 and m["search/steps_mean"] == 3
+    assert m["search/ess_mean"] == pytest.approx(14 / 3) and m["search/ess_final_mean"] == 4.0
+    # distinct texts over the non-failed problems a (three copies of one), b and d (three each)
+    assert m["pool/distinct_texts_mean"] == pytest.approx((1 + 3 + 3) / 3)
+    with pytest.raises(ValueError, match="not independent samples"):
+        per_problem_values(recs, "maj@2")
+    assert per_problem_values(recs, "accuracy")["a"] in (0.0, 1.0)
+
+
+def test_sample_pools_get_curves_and_unflagged_records_too_with_a_note():
+    samples = compute_metrics(flagged(hand_records(), True), n_boot=200)
+    legacy = compute_metrics(flagged(hand_records(), ...), n_boot=200)
+    assert samples["pool/independent_samples"] is True and legacy["pool/independent_samples"] is None
+    for m in (samples, legacy):
+        assert sorted(m["curves"]) == ["best_of", "maj", "pass", "weighted"]
+        assert m["maj@2"] == pytest.approx((2 / 3 + 1 / 3) / 4)
+    assert not any("independent" in n for n in samples["notes"])
+    assert any("do not say whether" in n for n in legacy["notes"])
+    # one record of a search in the run is enough to drop the curves
+    mixed = flagged(hand_records(), True)
+    mixed[1]["independent_samples"] = False
+    assert compute_metrics(mixed, n_boot=200)["curves"] == {}
+
+
+def test_finish_shares_read_every_producer_and_count_the_rest_as_other():
+    from ttscale.finish import finish_class
+
+    reasons = ["stop", "eos", "length", "max_tokens", "max_steps", "unfinished", "budget", "abort", None, "step_cap"]
+    recs = [{"problem_id": f"p{i}", "correct": True, "candidates": [{"cluster": 0, "correct": True, "finish_reason": r}]}
+            for i, r in enumerate(reasons)]
+    recs[0]["candidates"].append({"cluster": 0, "correct": True, "finish_reason": "stop"})
+    m = compute_metrics(recs, n_boot=100)
+    assert m["finish/candidates"] == 11
+    assert m["finish/eos_share"] == pytest.approx(3 / 11)
+    assert m["finish/token_cap_share"] == pytest.approx(2 / 11)
+    assert m["finish/step_cap_share"] == pytest.approx(2 / 11)
+    assert m["finish/budget_share"] == pytest.approx(2 / 11)
+    assert m["finish/other_share"] == pytest.approx(2 / 11)  # "abort" and None
+    assert sum(m[f"finish/{c}_share"] for c in ("eos", "step_cap", "token_cap", "budget", "other")) == pytest.approx(1)
+    assert m["finish_reasons"] == {"stop": 2, "eos": 1, "length": 1, "max_tokens": 1, "max_steps": 1, "unfinished": 1,
+                                   "budget": 1, "abort": 1, "none": 1, "step_cap": 1}
+    assert finish_class("STOP") == "eos" and finish_class("something new") == "other"
+    from ttscale.runner.tracking import flat_summary  # what the W&B summary gets
+
+    summary = flat_summary(m)
+    assert summary["finish/eos_share"] == m["finish/eos_share"] and summary["finish/candidates"] == 11
+    empty = compute_metrics([], n_boot=10)
+    assert empty["finish/candidates"] == 0 and empty["finish/eos_share"] is None
+
+
+def test_weighted_is_not_reported_over_negative_scores():
+    """Summed as weights, negative scores (raw mean log-probs) make a larger class weigh
+    less: weighted@k is left out, best_of@k (a ranking) is kept."""
+    recs = flagged(hand_records(), True)
+    for r in recs:
+        for c in r["candidates"]:
+            if c["score"] is not None:
+                c["score"] = c["score"] - 2.0  # same ranking, all negative
+    m = compute_metrics(recs, n_boot=100)
+    assert "weighted" not in m["curves"] and not [k for k in m if k.startswith("weighted")]
+    assert m["best_of@2"] == compute_metrics(flagged(hand_records(), True), n_boot=100)["best_of@2"]
+    assert any("weighted@k is not reported" in n for n in m["notes"])

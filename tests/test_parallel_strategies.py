@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -85,6 +86,10 @@ def test_self_certainty_reads_mean_logprob_and_prefers_the_likely_completion():
     ctx = make_ctx(eng, verifier=SelfCertainty())
     res = run(BestOfN(n=8, temperature=1.0).solve(P, ctx))
     assert all(c.mean_logprob is not None and c.score == c.mean_logprob for c in res.candidates)
+    # output "prob": exp(mean log-prob), in [0, 1], ranked as the raw mean
+    prob = run(SelfCertainty(output="prob").score(P, res.candidates, ctx))
+    assert prob == pytest.approx([math.exp(c.mean_logprob) for c in res.candidates])
+    assert all(0.0 < p <= 1.0 for p in prob)
     assert eng.requests[0].logprobs == 1  # asked only because the verifier needs it
     if any(c.answer == "1" for c in res.candidates):
         assert res.answer == "1"
@@ -106,15 +111,23 @@ def test_oracle_scores_against_reference_only_when_given():
         run(BestOfN(n=2).solve(P, make_ctx(eng, verifier=OracleVerifier())))
 
 
-def test_budget_clamps_generation_and_verifier_calls():
+def test_budget_draws_complete_samples_in_waves_and_caps_verifier_calls():
+    # 59-token samples, max_tokens 60, budget 400: a wave of 400 // 60 = 6 complete samples
+    # (354 tokens), then 46 left < 60: no further sample fits in full. None is cut.
     eng = FakeEngine(completions=[("x" * 50 + "\\boxed{1}", 1.0)])
-    ctx = make_ctx(eng, verifier=LengthVerifier(), budget=Budget(max_tokens=100, max_verifier_calls=3))
-    res = run(BestOfN(n=8, max_tokens=256).solve(P, ctx))
-    assert ctx.ledger.usage.generated_tokens <= 100
+    ctx = make_ctx(eng, verifier=LengthVerifier(), budget=Budget(max_tokens=400, max_verifier_calls=3))
+    res = run(BestOfN(n=8, max_tokens=60).solve(P, ctx))
+    assert ctx.ledger.usage.generated_tokens == 6 * 59 <= 400
+    assert res.stats["samples"] == 6 and res.stats["sample_waves"] == [6] and res.stats["samples_budget_stopped"]
+    assert all(c.num_tokens == 59 and c.finish_reason == "stop" for c in res.candidates)
     assert ctx.ledger.usage.verifier_calls == 3
     assert sum(c.score is not None for c in res.candidates) == 3
     assert res.selected is not None
-
+    # 414 = 6 x 60 + 54: after the first wave (6 x 59 = 354) 60 are left: one more sample
+    ctx = make_ctx(eng, budget=Budget(max_tokens=414))
+    res = run(MajorityVote(n=8, max_tokens=60).solve(P, ctx))
+    assert res.stats["sample_waves"] == [6, 1] and res.stats["samples"] == 7
+    assert ctx.ledger.usage.generated_tokens == 7 * 59
 
 def test_same_seed_same_samples_regardless_of_other_traffic():
     eng = FakeEngine(completions=[(f"\\boxed{{{i}}}", 0.1) for i in range(10)])

@@ -112,9 +112,9 @@ def test_finished_particles_are_kept_and_not_extended():
         assert "\\boxed" not in generated_text(engine, req, base), "a finished particle was extended"
     finished_early = [c for c in result.candidates if c.text == "A \\boxed{1}"]
     assert finished_early, "the finished particles should survive the later resamplings"
-    assert all(c.finish_reason == "eos" and c.score == pytest.approx(0.6) for c in finished_early)
+    assert all(c.finish_reason == "stop" and c.score == pytest.approx(0.6) for c in finished_early)
     assert result.stats["resamplings"] >= 2  # they were carried through resamplings
-    assert len(result.candidates) == 8 and all(c.finish_reason == "eos" for c in result.candidates)
+    assert len(result.candidates) == 8 and all(c.finish_reason == "stop" for c in result.candidates)
     assert_valid_result(result)
 
 
@@ -150,6 +150,9 @@ def test_annealing_formulas():
     # the paper's entropy schedule
     h = normalized_entropy(p)
     assert annealing_temperature(p, log_w, 1.0, 0.25, "entropy", 0.5) == pytest.approx(1 / (h + (1 - h) * 0.25))
+    # its_hub's base schedule: max(1, 2 - t/T)
+    assert annealing_temperature(p, log_w, 1.0, 0.25, "base", 0.5) == pytest.approx(1.75)
+    assert annealing_temperature(p, log_w, 1.0, 1.5, "base", 0.5) == 1.0
     # the target: the annealed distribution has ESS / N equal to the threshold
     for threshold in (0.3, 0.5, 0.9):
         tau = target_temperature(log_w, 1.0, threshold)
@@ -158,7 +161,7 @@ def test_annealing_formulas():
     assert target_temperature([0.0, 0.0, 0.0], 1.0, 0.5) == 1.0
 
 
-@pytest.mark.parametrize("method", ["ess", "entropy", "target"])
+@pytest.mark.parametrize("method", ["ess", "entropy", "base", "target"])
 def test_epf_anneals_exactly_when_ess_is_low_in_the_early_phase(method):
     epf = EntropicParticleFilter(
         n=4, step={**STEP, "max_steps": 10}, ess_threshold=0.5, early_phase=0.5, temperature_method=method
@@ -277,3 +280,59 @@ def test_guided_search_beats_random_choice(variant):
 @pytest.mark.parametrize("variant", sorted(PF_VARIANTS))
 def test_arithmetic_checker_guides_the_filter(variant):
     check_arithmetic_checker_guides_search(PF_VARIANTS[variant])
+
+
+@pytest.mark.parametrize("strategy", ["particle_filter", "entropic_particle_filter", "beam_search", "dvts"])
+@pytest.mark.parametrize("verifier", ["prm_vllm", "prm_hf", "arithmetic_checker"])
+def test_step_searches_score_a_partial_solution_by_its_last_step(strategy, verifier):
+    """The papers' and references' aggregation (Puri et al.: the PRM's score of the latest
+    prefix; search-and-learn agg_strategy="last"), whatever the verifier's own aggregation
+    for outcome scoring (the arithmetic checker's is min)."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("config", overrides=[f"strategy={strategy}", f"verifier={verifier}", "logger=none"])
+    assert cfg.strategy.aggregation == "last"
+    assert instantiate(cfg.strategy).aggregation == "last"
+    assert cfg.verifier.aggregation == "last"
+
+
+def test_cfg_job_shows_the_papers_aggregation():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "scripts/run.py", "strategy=particle_filter", "verifier=prm_vllm", "--cfg", "job"],
+                         cwd=root, capture_output=True, text=True, check=True).stdout
+    job = yaml.safe_load(out)
+    assert job["strategy"]["aggregation"] == "last"  # a plain value, not an interpolation
+    assert job["verifier"]["aggregation"] == "last"
+
+# ---- self-certainty guides the filter only through its [0, 1] mapping -------------
+def test_self_certainty_weights_are_uniform_raw_and_guide_once_mapped():
+    """Raw mean log-probs (<= 0) all clip to one logit weight: ESS = N at every resampling
+    (the silent no-op the config check refuses). exp(mean log-prob) (output "prob")
+    weighs the likely first step higher: ESS < N."""
+    from ttscale.verifiers.self_certainty import SelfCertainty
+
+    completions = [("A sure step\n\nB \\boxed{1}", 0.85), ("Z odd step\n\nB \\boxed{2}", 0.15)]
+
+    def ess_of(verifier):
+        out = []
+        for seed in range(4):
+            ctx = make_ctx(RecordingEngine(completions=completions, delay=0), verifier=verifier, seed=seed)
+            res = solve(ParticleFilter(n=8, temperature=1.0, step=STEP), ctx)
+            out += res.stats["ess"]
+        return out
+
+    raw = ess_of(SelfCertainty())
+    assert raw and all(e == pytest.approx(8.0) for e in raw)
+    mapped = ess_of(SelfCertainty(output="prob"))
+    assert mapped and min(mapped) < 7.99

@@ -116,3 +116,25 @@ def test_plot_script_writes_png_and_logs_to_wandb_offline(sweep, tmp_path, monke
     media = [p.name for p in (runs[0] / "files" / "media").rglob("*.png")]
     assert len(media) == 2
     assert mod.main([str(tmp_path / "empty")]) == 2
+
+
+def test_k_curves_only_for_runs_whose_pools_are_samples(tmp_path):
+    """A particle filter's run is a point of the scaling figure but has no accuracy-vs-k
+    curve: its final particles are not samples, even if its metrics.json held curves."""
+    run(make_cfg(tmp_path, "strategy=majority_vote", "strategy.n=2", problems=6), engine=FakeEngine(responder))
+    run(make_cfg(tmp_path, "strategy=particle_filter", "verifier=arithmetic_checker", "strategy.n=2", problems=6),
+        engine=FakeEngine(responder))
+    plot = make_scaling_plot([tmp_path], tmp_path / "s.png")
+    assert set(plot.lines) == {"majority_vote", "particle_filter (arithmetic_checker)"}
+    k_labels = [ln.get_label() for ln in plot.k_figure.axes[0].get_lines()]
+    assert k_labels and all(lbl.startswith("majority_vote") for lbl in k_labels)
+    assert list(json.loads(plot.data.read_text())["k_curves"]) == ["majority_vote"]
+
+    # an older metrics.json of the search with curves in it: still not drawn once it says so
+    [pf_dir] = [d for d in find_run_dirs([tmp_path]) if "particle_filter" in d.name]
+    mv_dir = next(d for d in find_run_dirs([tmp_path]) if "majority_vote" in d.name)
+    m = json.loads((pf_dir / "metrics.json").read_text())
+    m["curves"] = json.loads((mv_dir / "metrics.json").read_text())["curves"]
+    (pf_dir / "metrics.json").write_text(json.dumps(m))
+    again = make_scaling_plot([tmp_path], tmp_path / "s2.png")
+    assert all(ln.get_label().startswith("majority_vote") for ln in again.k_figure.axes[0].get_lines())

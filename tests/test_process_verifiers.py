@@ -526,7 +526,10 @@ def test_verifier_configs_instantiate_without_loading_a_model(name):
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "verifier" / f"{name}.yaml"
     v = instantiate(OmegaConf.load(conf))
-    assert isinstance(v, ProcessVerifier) and v.name == name and v.aggregation == "min"
+    # the PRMs aggregate as search-and-learn (agg_strategy="last"); ttscale's own step
+    # scorers keep min (a per-step checker has no "score of the prefix" of its own)
+    expected = "last" if name in ("prm_vllm", "prm_hf", "arithmetic_checker") else "min"
+    assert isinstance(v, ProcessVerifier) and v.name == name and v.aggregation == expected
     if name in ("prm_vllm", "prm_hf"):
         assert v.model_name == "Qwen/Qwen2.5-Math-PRM-7B"
         assert getattr(v, "_model", None) is None and getattr(v, "_format", None) is None  # lazy
@@ -548,3 +551,108 @@ def test_a_pooling_engine_that_failed_to_start_is_not_rebuilt_per_request(monkey
     with pytest.raises(RuntimeError, match="failed to start"):
         run(eng.encode([1, 2, 3]))
     assert len(tries) == 1
+
+
+# ---------------------------------------------------------------- one scoring contract
+from pathlib import Path  # noqa: E402
+
+from ttscale.strategies.best_of_n import BestOfN  # noqa: E402
+from ttscale.strategies.dvts import DVTS  # noqa: E402
+from ttscale.strategies.particle_filter import ParticleFilter  # noqa: E402
+from tests.search_helpers import MarkerPRM  # noqa: E402
+from ttscale.segment import STEP_DELIMITER, split_steps  # noqa: E402
+from ttscale.verifier import aggregate  # noqa: E402
+
+# Read whole, "GOOD" comes first and scores 0.9; split into steps its min is BAD's 0.1.
+MIXED = "GOOD start\n\nBAD step\n\n\\boxed{1}"
+PLAIN = "a step\n\nanother\n\n\\boxed{2}"
+MARKERS = {"GOOD": 0.9, "BAD": 0.1}
+
+
+def test_split_steps_cuts_after_each_delimiter_and_keeps_the_text():
+    assert split_steps(MIXED) == ["GOOD start\n\n", "BAD step\n\n", "\\boxed{1}"]
+    assert split_steps("one\n\n") == ["one\n\n"]
+    assert split_steps("no delimiter") == ["no delimiter"] and split_steps("") == [""]
+    assert split_steps("a\n\n\n\nb") == ["a\n\n", "\n\n", "b"]
+    assert split_steps("x;y;", ";") == ["x;", "y;"]
+    for t in (MIXED, PLAIN, "a\n\n\n\nb\n\n", "\n\n"):
+        assert "".join(split_steps(t)) == t
+    with pytest.raises(ValueError):
+        split_steps("a", "")
+
+
+@pytest.mark.parametrize("search", [
+    lambda: ParticleFilter(n=2, aggregation="min", temperature=1.0),
+    lambda: DVTS(n=2, beam_width=2, aggregation="min", temperature=1.0),
+])
+def test_best_of_n_ranks_by_the_step_scores_a_search_sees_for_the_same_text(search):
+    """A process verifier scores best-of-N's whole samples as the step-split paths a step
+    search builds for the same text (same steps, same step scores, same aggregate), so
+    verifier.aggregation decides best-of-N too."""
+    prm = MarkerPRM(MARKERS, default=0.5, aggregation="min")
+    bon = run(BestOfN(n=8, temperature=1.0, max_tokens=200).solve(
+        P, make_ctx(FakeEngine(completions=[(MIXED, 0.5), (PLAIN, 0.5)]), verifier=prm, seed=3)))
+    texts = {c.text for c in bon.candidates}
+    assert texts == {MIXED, PLAIN}  # seeded: both sampled
+    mixed = next(c for c in bon.candidates if c.text == MIXED)
+    # Whole, MIXED would score 0.9 and win; split, its min is 0.1 and PLAIN's 0.5 wins.
+    assert mixed.step_scores == [0.9, 0.1, 0.5] and mixed.score == 0.1
+    assert bon.answer == "2" and bon.candidates[bon.selected].text == PLAIN
+
+    res = run(search().solve(P, make_ctx(FakeEngine(completions=[(MIXED, 1.0)]), verifier=prm, seed=0)))
+    c = res.candidates[0]
+    assert c.text == MIXED
+    assert c.steps == split_steps(MIXED)  # the search cut the text where split_steps cuts it
+    assert c.step_scores == mixed.step_scores
+    assert c.score == mixed.score == aggregate(mixed.step_scores, prm.aggregation)
+
+
+def test_arithmetic_checker_scores_a_whole_sample_step_by_step():
+    text = "12 + 7 = 19\n\n19 + 1 = 21\n\nSo \\boxed{19}"  # the second step uses a number made earlier
+    q = Problem(id="a", question="What is 12 + 7?")
+    chk = ArithmeticChecker(aggregation="mean")
+    ctx = make_ctx(FakeEngine(completions=[(text, 1.0)]))
+    [whole] = run(chk.score(q, [Candidate(text=text)], ctx))
+    per_step = run(chk.score_steps(q, [split_steps(text)], ctx))[0]
+    assert len(per_step) == 3
+    assert whole == pytest.approx(sum(per_step) / 3)
+    # a different delimiter cuts differently: one step, one score
+    semi = ArithmeticChecker(aggregation="mean", step_delimiter="@@")
+    c = Candidate(text=text)
+    run(semi.score(q, [c], ctx))
+    assert len(c.step_scores) == 1
+
+
+def test_verifier_step_delimiter_follows_the_strategy_and_defaults_to_the_search_default():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from ttscale.strategies.steps import StepConfig
+
+    assert StepConfig().delimiter == STEP_DELIMITER
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        for v in ("arithmetic_checker", "judge_steps", "prm_vllm", "prm_hf"):
+            bon = compose("config", overrides=["strategy=best_of_n", f"verifier={v}"])
+            assert bon.verifier.step_delimiter == STEP_DELIMITER, v
+            pf = compose("config", overrides=["strategy=particle_filter", f"verifier={v}", "strategy.step.delimiter=@@"])
+            assert pf.verifier.step_delimiter == "@@", v
+        built = instantiate(compose("config", overrides=["strategy=best_of_n", "verifier=arithmetic_checker"]).verifier)
+        assert built.step_delimiter == STEP_DELIMITER
+
+
+def test_the_checker_scores_a_step_as_the_path_up_to_it():
+    """scoring=prefix (the default): a step's score is the worst step so far, so the last
+    step's score (the papers' aggregation) sees a wrong equation earlier on the path;
+    scoring=step scores each step alone."""
+    from ttscale.types import Problem
+    from tests.helpers import make_ctx
+    from ttscale.backends.fake import FakeEngine
+
+    path = ["2 + 3 = 6", "6 + 1 = 7", "The answer is \\boxed{7}"]
+    prob = Problem(id="p", question="What is 2 + 3 + 1?")
+    by_prefix = asyncio.run(ArithmeticChecker().score_steps(prob, [path], make_ctx(FakeEngine())))[0]
+    by_step = asyncio.run(ArithmeticChecker(scoring="step").score_steps(prob, [path], make_ctx(FakeEngine())))[0]
+    assert by_step[0] == 0.0 and by_step[1] == 1.0  # the second equation holds on its own
+    assert by_prefix == [0.0, 0.0, 0.0]
+    assert [min(by_step[: i + 1]) for i in range(3)] == by_prefix

@@ -117,24 +117,42 @@ def test_grading_counters_become_a_false_positive_rate():
     assert grading_metrics({"false_positives": 0, "public_all_passed": 0})["grading/false_positive_rate"] is None
 
 
-def test_a_run_directory_from_before_the_floors_resumes(tmp_path):
+def test_a_run_directory_from_before_the_floors_resumes_at_its_results_version(tmp_path, monkeypatch):
     """tests/fixtures/run_before_floors: a run made by ttscale before its folders were
     installed under `ttscale.` (config targets `strategies.best_of_n.BestOfN`), stopped after
-    3 of 6 problems. The same command today finds the same directory (the hash is taken over
-    the targets without the `ttscale.` prefix) and runs only the 3 missing problems."""
+    3 of 6 problems. The floors alone change no identity: at that run's results version the
+    same command today finds the same directory (targets are hashed without the `ttscale.`
+    prefix) and runs only the 3 missing problems. At today's version (strict grading and the
+    rest of RESULTS_VERSION 2) the same command is a new run in a new directory, and the old
+    one is left as it was: records of two meanings are never mixed."""
     import shutil
 
+    import ttscale.runner.identity as identity
+
     fixture = Path(__file__).parent / "fixtures" / "run_before_floors"
-    shutil.copytree(fixture, tmp_path / "before_floors")
-    [old] = (tmp_path / "before_floors").iterdir()
+    exp = tmp_path / "before_floors"
+    shutil.copytree(fixture, exp)
+    [old] = exp.iterdir()
     old_lines = (old / "records.jsonl").read_text().splitlines()
+    old_hash = json.loads((old / "identity.json").read_text())["hash"]
     cfg = make_cfg(tmp_path, "strategy=best_of_n", "verifier=self_certainty", "strategy.n=3",
                    "run.experiment=before_floors")
     assert cfg.strategy._target_ == "ttscale.strategies.best_of_n.BestOfN"
-    assert run_identity(cfg)[1] == json.loads((old / "identity.json").read_text())["hash"]
+
+    # today: a new directory, the old one untouched
+    assert identity.RESULTS_VERSION >= 2 and run_identity(cfg)[1] != old_hash
+    run(cfg, engine=FakeEngine(responder))
+    new = next(p for p in exp.iterdir() if p != old)
+    assert (old / "records.jsonl").read_text().splitlines() == old_lines and not (old / "metrics.json").exists()
+    assert json.loads((new / "identity.json").read_text())["config"]["results_version"] == identity.RESULTS_VERSION
+    shutil.rmtree(new)
+
+    # at the fixture's own results version: the same directory, resumed
+    monkeypatch.setattr(identity, "RESULTS_VERSION", 1)
+    assert run_identity(cfg)[1] == old_hash
     eng = FakeEngine(responder)
     m = run(cfg, engine=eng)
-    assert [p.name for p in (tmp_path / "before_floors").iterdir()] == [old.name]
+    assert [p.name for p in exp.iterdir()] == [old.name]
     lines = (old / "records.jsonl").read_text().splitlines()
     assert lines[:3] == old_lines and len(lines) == 6
     assert sorted(json.loads(x)["problem_id"] for x in lines) == [f"q{i}" for i in range(6)]

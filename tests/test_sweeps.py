@@ -199,7 +199,7 @@ def test_basic_launcher_sweep_runs_every_configuration_and_relaunch_is_a_no_op(t
     assert p.stdout.count("== ") == 4  # each job's summary
     before = snapshot(dirs)
     p2, _ = sweep(tmp_path, *args)
-    assert snapshot(dirs) == before and p2.stdout.count("problems 3") == 4
+    assert snapshot(dirs) == before and p2.stdout.count("on 3 arithmetic problems") == 4
 
 
 def _job_times(log: str) -> tuple[float, float]:
@@ -323,9 +323,11 @@ def test_wandb_offline_run_has_flat_summary_and_run_settings(tmp_path, monkeypat
     assert wb["id"] == h and wb["group"] == "wb"
     assert {"strategy:best_of_n", "n:4", "seed:0"} <= set(wb["tags"])
     s = wb["summary"]
-    for key in ("accuracy", "accuracy_ci_low", "pass@4", "maj@4", "best_of@4", "weighted@4", "tokens/generated_mean",
-                "tokens/generated_total", "flops/all_mean", "verifier/calls_total", "run/wall_time"):
+    for key in ("accuracy", "accuracy_ci_low", "pass@4", "maj@4", "best_of@4", "tokens/generated_mean",
+                "tokens/generated_total", "flops/all_mean", "verifier/calls_total", "run/wall_time",
+                "finish/eos_share", "finish/candidates"):
         assert s[key] == pytest.approx(m[key]), key
+    assert "weighted@4" not in m  # raw mean log-probs are negative: not summed as weights
     c = wb["config"]
     assert c["seed"] == 0 and c["strategy"]["n"] == 4 and c["environment"]["engine"]["engine"] == "fake"
     hw = c["environment"]
@@ -386,6 +388,9 @@ def test_a_sweep_in_one_process_keeps_one_engine_across_seeds_and_replaces_it_fo
 
         def shutdown(self):
             stopped.append(self)
+
+        def info(self):
+            return {"engine": "stub"}
 
     monkeypatch.setattr(runner, "_ENGINES", {})
     monkeypatch.setattr(runner, "instantiate", lambda node: Eng(**OmegaConf.to_container(node, resolve=True)))

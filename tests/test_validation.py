@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,36 +89,78 @@ def _model_dir(tmp_path: Path, config: bool, weights: bool) -> Path:
     return d
 
 
-@pytest.mark.parametrize(
-    "args, needles",
-    [
-        (["strategy.n=0"], ["strategy.n", ">= 1", "got 0"]),
-        (["sampling.temperature=-0.5"], ["sampling.temperature", ">= 0"]),
-        (["strategy=best_of_n", "verifier=self_certainty", "strategy.top_p=0"], ["strategy.top_p", "(0, 1]"]),
-        (["sampling.top_p=1.5"], ["sampling.top_p", "(0, 1]"]),
-        (["sampling.max_tokens=0"], ["sampling.max_tokens"]),
-        (["budget=tokens", "budget.max_tokens=100"], ["budget.max_tokens=100", "one step", "sampling.max_tokens=256"]),
-        (["strategy=particle_filter", "verifier=arithmetic_checker", "budget=tokens", "budget.max_tokens=50"],
-         ["budget.max_tokens=50", "strategy.step.max_step_tokens=96"]),
-        (["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.step.delimiter="],
-         ["strategy.step.delimiter", "non-empty"]),
-        (["run.concurrency=0"], ["run.concurrency"]),
-        (["run.retry.attempts=0"], ["run.retry.attempts"]),
-        (["task=math500", "task.path=/no/such/file.jsonl"], ["task.path=/no/such/file.jsonl", "no such file"]),
-        (["task=math500"], ["Hub", "unreachable", "task.path="]),
-        (["model.path=/no/such/checkpoint"], ["model.path=/no/such/checkpoint", "no such model directory"]),
-        (["model.path=Some-Org/not-cached-model"], ["model.path=Some-Org/not-cached-model", "local Hugging Face cache"]),
-        (["model.path=embedded:nope"], ["model.path=embedded:nope", "embedded:smollm2-135m-instruct"]),
-        (["strategy=best_of_n", "verifier=prm_hf", "verifier.model=Some-Org/no-such-prm"],
-         ["verifier.model=Some-Org/no-such-prm", "local Hugging Face cache"]),
-    ],
-    ids=["n", "temperature", "strategy-top_p", "top_p", "max_tokens", "budget", "budget-steps", "delimiter",
-         "concurrency", "retry", "task-path", "hub-offline", "model-path", "hub-model-offline", "embedded-name",
-         "verifier-model-offline"],
-)
-def test_bad_value_gives_one_line_and_exit_2(tmp_path, args, needles):
-    root = tmp_path / "out"
-    assert_rejected(run_cli(root, *args), root, *needles)
+BAD_INPUTS = [  # (arguments, what the one line must name)
+    (["strategy.n=0"], ["strategy.n", ">= 1", "got 0"]),
+    (["strategy.n=abc"], ["strategy.n", "'abc'"]),
+    (["sampling.temperature=-0.5"], ["sampling.temperature", ">= 0"]),
+    (["strategy=best_of_n", "verifier=self_certainty", "strategy.top_p=0"], ["strategy.top_p", "(0, 1]"]),
+    (["sampling.top_p=1.5"], ["sampling.top_p", "(0, 1]"]),
+    (["sampling.max_tokens=0"], ["sampling.max_tokens"]),
+    (["seed=abc"], ["seed", "'abc'"]),
+    (["budget=tokens", "budget.max_tokens=100"], ["budget.max_tokens=100", "one step", "sampling.max_tokens=256"]),
+    (["budget=tokens", "budget.max_tokens=0"], ["budget.max_tokens", ">= 1"]),
+    (["budget.max_verifier_calls=-3"], ["budget.max_verifier_calls"]),
+    (["strategy=particle_filter", "verifier=arithmetic_checker", "budget=tokens", "budget.max_tokens=50"],
+     ["budget.max_tokens=50", "strategy.step.max_step_tokens=96"]),
+    (["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.step.delimiter="],
+     ["strategy.step.delimiter", "non-empty"]),
+    (["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.step.max_steps=0"],
+     ["strategy.step.max_steps"]),
+    (["strategy=particle_filter"], ["needs a verifier", "verifier="]),
+    (["strategy=beam_search", "verifier=arithmetic_checker", "strategy.beam_width=0"], ["strategy.beam_width"]),
+    (["strategy=a_star", "verifier=arithmetic_checker", "strategy.k=0"], ["strategy.k"]),
+    (["strategy=entropy_branching", "strategy.M=0"], ["strategy.M"]),
+    (["strategy=particle_filter", "verifier=arithmetic_checker", "strategy.step.on_cut=split"],
+     ["strategy.step.on_cut", "continue", "new_step"]),
+    (["budget=tokens", "budget.samples=some"], ["budget.samples", "complete", "split"]),
+    (["run.concurrency=0"], ["run.concurrency"]),
+    (["run.retry.attempts=0"], ["run.retry.attempts"]),
+    (["run.retry.timeout_s=-1"], ["run.retry.timeout_s"]),
+    (["run.shard=3", "run.num_shards=2"], ["run.shard"]),
+    (["task.limit=-1"], ["task.limit"]),
+    (["task.offset=-2"], ["task.offset"]),
+    (["task=math500", "task.path=/no/such/file.jsonl"], ["task.path=/no/such/file.jsonl", "no such file"]),
+    (["task=math500", "task.path={tmp}"], ["task.path=", "is a directory"]),
+    (["task=math500", "task.path={bad_jsonl}"], ["bad.jsonl:2", "malformed JSON"]),
+    (["task=math500"], ["Hub", "unreachable", "task.path="]),
+    (["model.path=/no/such/checkpoint"], ["model.path=/no/such/checkpoint", "no such model directory"]),
+    (["model.path=Some-Org/not-cached-model"], ["model.path=Some-Org/not-cached-model", "local Hugging Face cache"]),
+    (["model.path=embedded:nope"], ["model.path=embedded:nope", "embedded:smollm2-135m-instruct"]),
+    (["strategy=best_of_n", "verifier=prm_hf", "verifier.model=Some-Org/no-such-prm"],
+     ["verifier.model=Some-Org/no-such-prm", "local Hugging Face cache"]),
+    (["strategy=nope"], ["strategy=nope", "no strategy named 'nope'", "best_of_n"]),
+    (["model=my-model"], ["model=my-model", "model.path="]),
+    (["+experiment=nope"], ["experiment", "nope"]),
+    (["strategy.nn=3"], ["strategy.nn=3", "no key 'nn'"]),
+    (["verifier.model=x"], ["verifier.model=x", "null"]),
+    (["strategy.n=[1,2"], ["strategy.n=[1,2", "not a valid override"]),
+    (["strategy.n=1,2"], ["strategy.n=1,2", "-m"]),
+    (["hydra/launcher=nope"], ["hydra/launcher", "nope", "slurm"]),
+    (["sampling.temperature=${nope}"], ["sampling.temperature", "nope"]),
+    (["-m", "strategy=majority_vote,nope", "strategy.n=1,2"], ["no strategy named 'nope'"]),
+]
+
+
+def test_thirty_bad_inputs_each_give_one_line_exit_2_and_leave_nothing(tmp_path):
+    """Each bad input, run as a user would (from an empty directory, default run.root): exit
+    status 2, one line naming the field, file or override, and not a folder or file left."""
+    assert len(BAD_INPUTS) >= 30
+    bad_jsonl = tmp_path / "bad.jsonl"
+    bad_jsonl.write_text('{"problem": "1+1", "answer": "2"}\n{not json\n')
+    failures = []
+    for i, (args, needles) in enumerate(BAD_INPUTS):
+        args = [a.replace("{tmp}", str(tmp_path)).replace("{bad_jsonl}", str(bad_jsonl)) for a in args]
+        cwd = tmp_path / f"cwd{i}"
+        cwd.mkdir()
+        e = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+        p = subprocess.run([sys.executable, str(ROOT / "scripts" / "run.py"), *args, "logger=none"],
+                           cwd=cwd, env=e, capture_output=True, text=True, timeout=120)
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        ok = (p.returncode == 2 and len(lines) == 1 and lines[0].startswith("ttscale: error: ")
+              and all(n in lines[0] for n in needles) and not any(cwd.iterdir()))
+        if not ok:
+            failures.append((args, p.returncode, p.stderr[-600:], sorted(str(q) for q in cwd.rglob("*"))))
+    assert failures == []
 
 
 @pytest.mark.parametrize("config, weights, needle", [(False, True, "config.json"), (True, False, "no weights")])
@@ -179,9 +222,9 @@ def test_interpolated_values_are_reported_under_the_key_the_user_sets(tmp_path):
 
 
 def test_budget_rule_allows_splitting_but_not_less_than_one_step(tmp_path, caplog):
-    # 8 samples x 256 tokens = 2048: a 1024 budget is allowed (each sample cut to 128), with a warning
+    # 8 samples x 256 tokens = 2048: a 1024 budget is allowed (complete samples, 4 at a time), with a warning
     prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=1024"))
-    assert "cut to about 128 tokens" in caplog.text
+    assert "pays for 4 complete samples" in caplog.text and "none is cut" in caplog.text
     prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=256"))
     with pytest.raises(ConfigError, match="one step"):
         prepare(cfg_for(tmp_path, "budget=tokens", "budget.max_tokens=255"))
@@ -207,3 +250,63 @@ def test_group_choice_check_reads_conf_and_searchpath(tmp_path):
     extra.mkdir(parents=True)
     (extra / "fake.yaml").write_text("_target_: ttscale.backends.fake.FakeEngine\n")
     assert check_group_choices(["backend=fake", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]) is None
+
+
+# ---------------------------------------------------------------- no silent no-ops
+def test_unbounded_scores_under_a_logit_weighting_are_refused_in_one_line(tmp_path):
+    root = tmp_path / "out"
+    p = run_cli(root, "strategy=particle_filter", "verifier=self_certainty")
+    assert_rejected(p, root, "strategy.weighting=logit", "[0, 1]", "self_certainty", "(-inf, 0]", "+verifier.output=prob")
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["strategy=particle_filter"], "strategy.weighting=logit"),
+    (["strategy=particle_filter", "strategy.weighting=log"], "strategy.weighting=log"),
+    (["strategy=entropic_particle_filter"], "strategy.weighting=logit"),
+    (["strategy=a_star"], "strategy a_star"),
+    (["strategy=weighted_majority"], "strategy weighted_majority"),
+    (["strategy=beam_search", "strategy.selection=weighted_vote"], "strategy.selection=weighted_vote"),
+])
+def test_strategies_that_need_bounded_scores_refuse_raw_log_probs(tmp_path, overrides, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        run(cfg_for(tmp_path, *overrides, "verifier=self_certainty", "run.dry_run=true"))
+    assert not (tmp_path / "default").exists()
+    # mapped to [0, 1] (its_hub's exp(mean log-prob)), the same combination is accepted
+    assert run(cfg_for(tmp_path, *overrides, "verifier=self_certainty", "+verifier.output=prob", "run.dry_run=true")) == {}
+
+
+@pytest.mark.parametrize("strategy", ["a_star", "beam_search", "dvts", "particle_filter", "entropic_particle_filter",
+                                      "best_of_n", "best_of_majority", "weighted_majority", "majority_vote",
+                                      "entropy_branching"])
+@pytest.mark.parametrize("verifier", [["verifier=self_certainty", "+verifier.output=prob"], ["verifier=arithmetic_checker"],
+                                      ["verifier=judge_steps"], ["verifier=oracle"], ["verifier=self_certainty"]])
+def test_shipped_verifiers_declare_scores_every_shipped_strategy_can_read(tmp_path, strategy, verifier):
+    from hydra.utils import instantiate
+
+    from ttscale.runner.validation import check_score_range
+
+    cfg = cfg_for(tmp_path, f"strategy={strategy}", *verifier)
+    s, v = instantiate(cfg.strategy), instantiate(cfg.verifier)  # the built objects, not key names
+    if verifier == ["verifier=self_certainty"] and strategy in REFUSE_RAW_LOGPROBS:
+        with pytest.raises(ConfigError, match=r"\(-inf, 0\]"):
+            check_score_range(s, v)
+    else:
+        check_score_range(s, v)
+
+
+# The shipped strategies whose default settings cannot read raw mean log-probabilities.
+REFUSE_RAW_LOGPROBS = {"a_star", "particle_filter", "entropic_particle_filter", "weighted_majority"}
+
+
+def test_the_check_reads_the_built_verifier_not_its_name():
+    from ttscale.strategies.particle_filter import ParticleFilter
+    from ttscale.runner.validation import check_score_range
+    from ttscale.verifiers.arithmetic_checker import ArithmeticChecker
+    from ttscale.verifier import Verifier
+
+    check_score_range(ParticleFilter(), ArithmeticChecker())
+    with pytest.raises(ConfigError, match=r"\[-1, 1\]"):  # its configured levels leave [0, 1]
+        check_score_range(ParticleFilter(), ArithmeticChecker(wrong_score=-1.0))
+    check_score_range(ParticleFilter(weighting="identity"), ArithmeticChecker(wrong_score=-1.0))
+    with pytest.raises(ConfigError, match=r"\(-inf, inf\)"):  # a verifier that declares nothing is unbounded
+        check_score_range(ParticleFilter(), Verifier())

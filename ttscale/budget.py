@@ -12,12 +12,22 @@ budget has its `max_tokens` clamped so the limit is never exceeded; a request
 made with nothing left raises `BudgetExhausted`, which strategies treat as
 "stop expanding". Requests of one problem in flight together cannot overrun the
 budget either: each holds `n x max_tokens` of it until its output is charged.
+Parallel sampling never relies on the clamp: it draws complete samples in waves, each
+sample holding its whole `max_tokens` before it is launched (`strategies/sampling.py`),
+so no sample is cut by the budget.
+
+Verifier calls are granted *before* scoring: `verifier_allowance_for(costs)` takes what
+each item would cost (a process scorer knows how many uncached step prefixes a path
+needs) and grants the leading items the budget pays for in full, so the cap holds
+exactly. When a batch is cut short the verifier budget counts as exhausted (a search
+stops expanding instead of growing paths nobody can score).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Sequence
 
 from ttscale.engine import Engine, GenerationOutput, GenerationRequest
 from ttscale.types import Usage
@@ -27,16 +37,25 @@ class BudgetExhausted(Exception):
     """Raised when a request is made after the problem's budget is spent."""
 
 
+SAMPLE_RULES = ("complete", "split")  # `budget.samples`
+
+
 @dataclass
 class Budget:
     max_tokens: int | None = None  # generated policy tokens per problem
     max_verifier_calls: int | None = None  # verifier calls per problem
+    # How parallel sampling meets a token budget: "complete" (default) draws complete
+    # samples in waves until one more does not fit; "split" (the older rule) sends the n
+    # samples at once and the clamp cuts each to about max_tokens / n.
+    samples: str = "complete"
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "max_verifier_calls"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"budget.{name} must be >= 1 or null, got {v}")
+        if self.samples not in SAMPLE_RULES:
+            raise ValueError(f"budget.samples must be one of {SAMPLE_RULES}, got {self.samples!r}")
 
 
 class Ledger:
@@ -48,6 +67,7 @@ class Ledger:
         self.usage = Usage()
         self._params = float(getattr(engine, "num_parameters", 0) or 0)
         self._reserved = 0  # generated tokens held by requests in flight (see `generate`)
+        self._verifier_denied = False  # a scoring batch was cut short by the verifier budget
 
     # ---- budget queries -------------------------------------------------
     @property
@@ -70,7 +90,7 @@ class Ledger:
     @property
     def verifier_exhausted(self) -> bool:
         r = self.remaining_verifier_calls
-        return r is not None and r <= 0
+        return r is not None and (r <= 0 or self._verifier_denied)
 
     @property
     def exhausted(self) -> bool:
@@ -115,9 +135,24 @@ class Ledger:
 
     # ---- verifier -------------------------------------------------------
     def verifier_allowance(self, wanted: int) -> int:
-        """How many of `wanted` verifier calls the budget still allows."""
+        """How many of `wanted` verifier calls (one call each) the budget still allows."""
+        return self.verifier_allowance_for([1] * max(0, wanted))
+
+    def verifier_allowance_for(self, costs: Sequence[int]) -> int:
+        """How many of the leading items the verifier budget pays for in full, scoring item i
+        costing `costs[i]` calls (given the items before it). Items the budget does not cover
+        stay unscored, and the verifier budget then counts as exhausted."""
         r = self.remaining_verifier_calls
-        return wanted if r is None else min(wanted, r)
+        if r is None:
+            return len(costs)
+        allowed, spent = 0, 0
+        for c in costs:
+            if spent + max(0, int(c)) > r:
+                self._verifier_denied = True
+                break
+            spent += max(0, int(c))
+            allowed += 1
+        return allowed
 
     def charge_verifier(
         self,

@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from ttscale.finish import count_reasons
+from ttscale.pools import distinct_texts, search_stats
+
 # usage field in the record -> summary key stem ("<stem>_total", "<stem>_mean")
 USAGE_KEYS = {
     "requests": "engine/requests",
@@ -85,6 +88,10 @@ class ProblemEntry:
     failed: bool
     graded: bool
     usage: np.ndarray = field(default_factory=_no_usage)  # float64 per USAGE_KEYS, nan = absent
+    independent: bool | None = None  # the record's `independent_samples` (None: not recorded)
+    finish: dict[str, int] = field(default_factory=dict)  # raw finish_reason -> candidates (ttscale.finish)
+    search: dict[str, float] = field(default_factory=dict)  # search statistics (ttscale.pools)
+    distinct: int = 0  # distinct candidate texts
 
 
 def problem_entry(record: Mapping[str, Any]) -> ProblemEntry:
@@ -97,11 +104,17 @@ def problem_entry(record: Mapping[str, Any]) -> ProblemEntry:
     row = _no_usage()
     for k, v in usage.items():
         row[USAGE_INDEX[k]] = v
+    cands = record.get("candidates") or []
+    flag = record.get("independent_samples")
     return ProblemEntry(
         problem_id=str(record["problem_id"]),
-        pool=Pool.from_candidates(record.get("candidates") or []),
+        pool=Pool.from_candidates(cands),
         correct=bool(record.get("correct")) and not failed,
         failed=failed,
         graded=record.get("correct") is not None,
         usage=row,
+        independent=flag if isinstance(flag, bool) else None,
+        finish=count_reasons(cands),
+        search=search_stats(record.get("stats")),
+        distinct=distinct_texts(cands),
     )

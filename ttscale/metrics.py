@@ -26,6 +26,13 @@ Rules (also stated in the README's metrics section)
   means (counted in ``notes``). weighted@k is exact where possible, otherwise a
   seeded Monte Carlo estimate; ``curves["weighted"][k]["method"]`` says which
   ("exact", "monte_carlo", or "mixed" across problems).
+* **Only pools of independent samples get curves.** A record says whether its
+  candidates are independent samples (``independent_samples``, from the strategy's
+  class attribute); when they are not (a search's final pool), no curve over k is
+  computed, and ``search/*`` and ``pool/distinct_texts_mean`` describe the search
+  instead (`ttscale.pools`). Records that do not say (older runs) get curves, with a note.
+* **Finish reasons**: ``finish/<class>_share`` of all candidates for end of sequence,
+  step cap, token cap, budget and other (`ttscale.finish`), with the raw counts.
 * **Confidence intervals** are problem-level percentile bootstraps (seeded
   numpy Generator, ``n_boot`` resamples, 95% by default): problems are
   resampled with replacement, and every metric uses the same resamples.
@@ -45,6 +52,8 @@ import numpy as np
 from ttscale.bootstrap import _percentile_ci, bootstrap_means
 from ttscale.entries import USAGE_INDEX, USAGE_KEYS, Pool, ProblemEntry, problem_entry
 from ttscale.estimators import best_of_curve, maj_curve, pass_curve, weighted_curve
+from ttscale.finish import finish_shares
+from ttscale.pools import NEGATIVE_WEIGHTS_NOTE, independence, negative_scores, search_summary
 
 CURVE_METRICS = ("pass", "maj", "best_of", "weighted")
 SCORED_METRICS = ("best_of", "weighted")
@@ -212,7 +221,10 @@ def compute_metrics(
     maj, best_of, weighted, ``pool_size_min``/``pool_size_max``,
     ``curves_max_k``, and usage as ``<stem>_total``/``<stem>_mean`` (per
     problem), e.g. ``tokens/generated_total``, ``flops/all_mean``,
-    ``verifier/calls_total``, ``time/wall_total``. Nested: ``curves`` ->
+    ``verifier/calls_total``, ``time/wall_total``; ``pool/independent_samples`` (True,
+    False: no curves, or None: not recorded), ``pool/distinct_texts_mean``,
+    ``search/<stat>_mean`` (`ttscale.pools`), ``finish/<class>_share`` and
+    ``finish/candidates`` (`ttscale.finish`). Nested: ``finish_reasons``, ``curves`` ->
     metric -> str(k) -> {"mean", "ci"} (weighted also "method",
     "monte_carlo_problems", "monte_carlo_stderr"), ``bootstrap`` (its
     settings) and ``notes`` (plain-language caveats). Undefined values are None.
@@ -238,6 +250,13 @@ def compute_metrics(
         notes.append(f"{out['failed']} failed problem(s) count as wrong in accuracy and in every curve")
     if out["ungraded"]:
         notes.append(f"{out['ungraded']} problem(s) without a grade count as wrong")
+    independent, pool_note = independence(e.independent for e in items)
+    out["pool/independent_samples"] = independent
+    if pool_note:
+        notes.append(pool_note)
+    out.update(finish_shares(e.finish for e in items))
+    live = [e for e in items if not e.failed]
+    out.update(search_summary([e.search for e in live], [e.distinct for e in live]))
 
     # usage
     for key, stem in USAGE_KEYS.items():
@@ -263,6 +282,9 @@ def compute_metrics(
     if positive:
         n_min, n_max = min(positive), max(positive)
         out["pool_size_min"], out["pool_size_max"] = n_min, n_max
+    if positive and independent is False:
+        out["curves_max_k"] = None  # not samples: no curves over k (see ttscale.pools)
+    elif positive:
         if n_min != n_max:
             notes.append(f"pool sizes differ ({n_min}..{n_max}): curves stop at the smallest, k <= {n_min}")
         empty = sum(1 for s in sizes if s == 0)
@@ -284,6 +306,9 @@ def compute_metrics(
             unscored = sum(1 for e in items if not e.failed and e.pool.n > 0 and not e.pool.has_scores)
             if unscored:
                 notes.append(f"{unscored} pool(s) without scores are left out of best_of and weighted")
+            if negative_scores(e.pool.scores for e in items if not e.failed):
+                names.remove("weighted")
+                notes.append(NEGATIVE_WEIGHTS_NOTE)
         mats = {m: np.zeros((P, len(use_ks))) for m in names}
         methods: list[list[str]] = [[] for _ in use_ks]
         mc_se: list[list[float]] = [[] for _ in use_ks]

@@ -59,6 +59,9 @@ def per_problem_values(records: Iterable[Mapping[str, Any]], metric: str = "accu
         if k is None:
             out[e.problem_id] = float(e.correct)
             continue
+        if e.independent is False:
+            raise ValueError(f"{metric} is not defined for problem {e.problem_id}: its candidates are not independent "
+                             "samples (a search's pool); compare accuracy instead")
         v = float(problem_metrics(e, [k], [name], seed=seed, **kwargs).values[name][0])
         if math.isnan(v):
             raise ValueError(f"{metric} is undefined for problem {e.problem_id} (pool of {e.pool.n}, scores: {e.pool.has_scores})")

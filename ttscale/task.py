@@ -6,11 +6,53 @@ file in `tasks/` and are chosen with `_target_` in `conf/task/*.yaml`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 from ttscale.types import Candidate, Problem, Reference, Result
 
+log = logging.getLogger("ttscale")
+
 DEFAULT_SYSTEM = None
+
+# How a candidate ended, as strategies record it (`Candidate.finish_reason`): the engine's
+# "stop" (end of sequence or a stop string) and the searches' "eos" are a finished
+# solution. Everything else was cut: "length" (the engine's token cap), "max_tokens",
+# "max_steps" (a search's caps), "budget", "unfinished" (search stopped with the path
+# open), "abort". A candidate with no recorded reason (None: built by hand or by a
+# strategy that records none) counts as finished, with a warning once per process.
+FINISHED_REASONS = ("stop", "eos")
+_warned_missing = False
+
+
+def is_finished(finish_reason: str | None) -> bool:
+    """Whether a candidate that ended so is a finished solution (None counts as finished)."""
+    global _warned_missing
+    if finish_reason is None:
+        if not _warned_missing:
+            _warned_missing = True
+            log.warning("a candidate has no finish_reason: graded as finished (strategies should record one)")
+        return True
+    return finish_reason in FINISHED_REASONS
+
+
+def credited(task: Any, candidate: Candidate) -> bool:
+    """Whether the task grades this candidate's answer: a finished one always, an unfinished
+    one only when the task opts in (`task.grade_unfinished=true`)."""
+    return bool(task.grade_unfinished) or is_finished(candidate.finish_reason)
+
+
+def withhold_unfinished(task: Any, candidates: Sequence[Candidate]) -> int:
+    """Strict grading: an unfinished candidate has no answer. Its extracted answer moves to
+    `extra["unfinished_answer"]` (kept for analysis), `answer` and `cluster` become None, so
+    it neither votes nor earns credit. Idempotent; returns how many answers it withheld."""
+    n = 0
+    for c in candidates:
+        if c.answer is not None and not credited(task, c):
+            c.extra["unfinished_answer"] = c.answer
+            c.answer, c.cluster = None, None
+            n += 1
+    return n
 
 
 class Task:
@@ -22,6 +64,9 @@ class Task:
     skipped_rows: Sequence[str] = ()
     # Code tasks: the sandbox their programs run in (a `ttscale.sandbox.Sandbox`); None elsewhere.
     sandbox: Any = None
+    # Whether an unfinished candidate's answer counts. The math tasks are strict (False,
+    # `task.grade_unfinished`); the base class and the code tasks grade every program.
+    grade_unfinished: bool = True
 
     def __init__(self, limit: int | None = None, offset: int = 0, name: str | None = None, **kwargs: Any) -> None:
         label = name or self.name
@@ -68,8 +113,13 @@ class Task:
         raise NotImplementedError
 
     def grade(self, problem: Problem, reference: Reference, result: Result) -> None:
-        """Mark every candidate and the final answer correct/incorrect, in place."""
+        """Mark every candidate and the final answer correct/incorrect, in place.
+
+        Strict grading (unless `grade_unfinished`): an unfinished candidate's answer is
+        withheld (`withhold_unfinished`), and a final answer whose selected candidate is
+        unfinished is not credited."""
         memo: dict[str | None, bool] = {}
+        withhold_unfinished(self, result.candidates)
 
         def check(ans: str | None) -> bool:
             if ans not in memo:
@@ -78,7 +128,10 @@ class Task:
 
         for c in result.candidates:
             c.correct = check(c.answer)
-        result.correct = check(result.answer)
+        sel = result.selected
+        from_unfinished = sel is not None and 0 <= sel < len(result.candidates) and not credited(
+            self, result.candidates[sel])
+        result.correct = False if from_unfinished else check(result.answer)
 
     async def agrade_answer(self, answer: str | None, reference: Reference, problem: Problem) -> bool:
         """`grade_answer` for callers on an event loop (code tasks run the program in the sandbox)."""
@@ -89,13 +142,31 @@ class Task:
         self.grade(problem, reference, result)
 
 
+def grade_submitted(result: Result) -> None:
+    """Pass@k grading (Di et al. 2025, arXiv:2510.03199, best-of-majority): a strategy that
+    submits several answers lists their candidate indices in `result.stats["submitted"]`;
+    the result is then correct when any submitted answer is. Call after `Task.grade` (the
+    candidates must be graded). The first answer's own grade stays in
+    `result.grading["first_answer_correct"]`, k in `result.grading["pass_at_k"]`. One
+    answer (or none listed): nothing changes."""
+    idx = result.stats.get("submitted") if isinstance(result.stats, dict) else None
+    if not idx or len(idx) < 2:
+        return
+    result.grading["first_answer_correct"] = result.correct
+    result.grading["pass_at_k"] = len(idx)
+    result.correct = any(bool(result.candidates[i].correct) for i in idx)
+
+
 def cluster_answers(task: Task, candidates: Sequence[Candidate]) -> list[int | None]:
     """Assign each candidate an answer-equivalence class id (None when it has no answer).
 
     Candidates are first grouped by `task.answer_key`; the groups' representatives
     are then merged with `task.equivalent` (e.g. math-verify: `1/2` ~ `0.5`).
-    Ids are stable: numbered by first appearance. Sets `candidate.cluster`.
+    Ids are stable: numbered by first appearance. Sets `candidate.cluster`. Unfinished
+    candidates' answers are withheld first (strict grading, `withhold_unfinished`), so
+    every strategy that votes or selects over classes sees only finished answers.
     """
+    withhold_unfinished(task, candidates)
     reps: list[str] = []  # one representative answer per cluster
     by_key: dict[str, int] = {}
     out: list[int | None] = []

@@ -95,6 +95,22 @@ class Usage:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+# How a candidate ended (`Candidate.finish_reason`), one fixed vocabulary for every strategy:
+#   "stop"      end of sequence (or a stop string ending the solution): a finished solution;
+#   "length"    the per-solution token allowance (`sampling.max_tokens`, which step searches
+#               share as `strategy.step.max_total_tokens`) ran out;
+#   "step_cap"  a step search reached `strategy.step.max_steps` (only with
+#               `strategy.step.last_step=capped`; by default the last step runs to the end);
+#   "budget"    compute ran out before the solution ended: the problem's budget
+#               (`budget.*`) or the strategy's own (A*'s `max_expansions`); a search stopped
+#               mid-way leaves its frontier with this reason;
+#   "abort"     the engine aborted the generation.
+# Only "stop" is a solution that ended by itself. Records written before this vocabulary
+# ("eos", "max_steps", "max_tokens", "unfinished") are read back mapped onto it.
+FINISH_REASONS = ("stop", "length", "step_cap", "budget", "abort")
+LEGACY_FINISH_REASONS = {"eos": "stop", "max_steps": "step_cap", "max_tokens": "length", "unfinished": "budget"}
+
+
 @dataclass
 class Candidate:
     """One complete (or abandoned) solution produced by a strategy."""
@@ -102,7 +118,7 @@ class Candidate:
     text: str
     answer: str | None = None  # extracted final answer (None: none found)
     num_tokens: int = 0
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # how it ended: one of FINISH_REASONS
     steps: list[str] | None = None  # step segmentation, for step-level strategies
     step_scores: list[float] | None = None  # process scores, one per step
     score: float | None = None  # outcome score from the verifier (higher is better)
@@ -117,7 +133,9 @@ class Candidate:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Candidate:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        c = cls(**{k: v for k, v in d.items() if k in names})
+        c.finish_reason = LEGACY_FINISH_REASONS.get(c.finish_reason, c.finish_reason)  # type: ignore[arg-type]
+        return c
 
 
 @dataclass

@@ -6,6 +6,11 @@ evaluated exactly and compared. No model, no reference answer: it checks the *cl
 the solution makes, which is what a process reward model is meant to judge, and it is
 the one verifier on the offline default that really checks something.
 
+A step's score judges the path up to it (`scoring: prefix`, the default): the lowest of the
+scores below over the path's steps so far, as a PRM's reward at a step judges the prefix it
+ends, so a search that scores a partial solution by its last step (the papers' rule) sees a
+wrong equation anywhere on the path. `scoring: step` scores each step on its own.
+
 Scores of a step (configurable):
 
 - `wrong_score` (0.0): some equation in the step is false;
@@ -42,6 +47,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from ttscale.context import SolveContext
+from ttscale.segment import STEP_DELIMITER
 from ttscale.types import Problem
 from ttscale.verifiers.arith_parse import _BOXED, Equation, evaluate, find_equations, numbers_in, tokenize
 from ttscale.verifiers.prefix_cache import CachedProcessVerifier
@@ -88,6 +94,12 @@ def boxed_values(text: str) -> list[tuple[int, Fraction]]:
     return out
 
 
+# "prefix": a step's score judges the path up to it, as a PRM's reward at a step does (its
+# worst step so far), so the papers' last-step aggregation of a search sees a wrong equation
+# anywhere on the path; "step": each step on its own (then aggregate with min to get the same).
+SCORINGS = ("prefix", "step")
+
+
 class ArithmeticChecker(CachedProcessVerifier):
     """Checks the equations of each step (see the module doc). No model: 0 parameters."""
 
@@ -102,13 +114,25 @@ class ArithmeticChecker(CachedProcessVerifier):
         neutral_score: float = 0.5,
         boxed_mismatch_score: float | None = 0.25,
         ungrounded_score: float | None = 0.1,
-        aggregation: str = "min",
+        aggregation: str = "last",
         use_cache: bool = True,
+        step_delimiter: str = STEP_DELIMITER,
+        scoring: str = "prefix",
     ) -> None:
-        super().__init__(aggregation=aggregation, use_cache=use_cache)
+        super().__init__(aggregation=aggregation, use_cache=use_cache, step_delimiter=step_delimiter)
+        if scoring not in SCORINGS:
+            raise ValueError(f"verifier.scoring must be one of {SCORINGS}, got {scoring!r}")
+        self.scoring = scoring
         self.right_score, self.wrong_score, self.neutral_score = right_score, wrong_score, neutral_score
         self.boxed_mismatch_score = boxed_mismatch_score
         self.ungrounded_score = ungrounded_score
+
+    @property
+    def score_range(self) -> tuple[float, float]:  # type: ignore[override]
+        """From the configured scores: a step gets one of them."""
+        levels = [self.right_score, self.wrong_score, self.neutral_score, self.boxed_mismatch_score, self.ungrounded_score]
+        levels = [float(v) for v in levels if v is not None]
+        return (min(levels), max(levels))
 
     def check_step(self, step: str, previous: Sequence[str] = (), question: str | None = None) -> float:
         """The score of `step` given the steps before it on the path (and, for the grounding
@@ -144,6 +168,9 @@ class ArithmeticChecker(CachedProcessVerifier):
     async def _score_prefixes(
         self, problem: Problem, prefixes: Sequence[Sequence[str]], ctx: SolveContext
     ) -> list[float]:
-        scores = [self.check_step(p[-1], p[:-1], problem.question) for p in prefixes]
+        if self.scoring == "step":
+            scores = [self.check_step(p[-1], p[:-1], problem.question) for p in prefixes]
+        else:  # the path up to here: its worst step (a wrong equation anywhere makes it wrong)
+            scores = [min(self.check_step(p[i], p[:i], problem.question) for i in range(len(p))) for p in prefixes]
         ctx.ledger.charge_verifier(calls=len(prefixes), parameters=0.0)
         return scores

@@ -54,6 +54,7 @@ async def judge_yes(ctx: SolveContext, engine: Engine, prompt: str, top_k: int, 
 
 class LLMJudge(Verifier):
     name = "llm_judge"
+    score_range = (0.0, 1.0)  # P("Yes")
 
     def __init__(self, template: str = DEFAULT_TEMPLATE, top_k: int = 20, backend: Any = None) -> None:
         if "{question}" not in template or "{solution}" not in template:

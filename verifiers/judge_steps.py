@@ -21,6 +21,7 @@ import asyncio
 from typing import Any, Sequence
 
 from ttscale.context import SolveContext
+from ttscale.segment import STEP_DELIMITER
 from ttscale.types import Problem
 from ttscale.verifiers.judge import judge_yes
 from ttscale.verifiers.prefix_cache import CachedProcessVerifier
@@ -37,6 +38,7 @@ DEFAULT_TEMPLATE = (
 class JudgeSteps(CachedProcessVerifier):
     name = "judge_steps"
     granularity = "step"
+    score_range = (0.0, 1.0)  # P("Yes")
 
     def __init__(
         self,
@@ -46,8 +48,9 @@ class JudgeSteps(CachedProcessVerifier):
         no_previous: str = "(none)",
         aggregation: str = "min",
         use_cache: bool = True,
+        step_delimiter: str = STEP_DELIMITER,
     ) -> None:
-        super().__init__(aggregation=aggregation, use_cache=use_cache)
+        super().__init__(aggregation=aggregation, use_cache=use_cache, step_delimiter=step_delimiter)
         for field in ("{question}", "{previous}", "{step}"):
             if field not in template:
                 raise ValueError(f"verifier.template must contain {field}")

@@ -17,6 +17,7 @@ from ttscale.verifier import Verifier
 class OracleVerifier(Verifier):
     name = "oracle"
     is_oracle = True
+    score_range = (0.0, 1.0)  # 1 right, 0 wrong
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: SolveContext) -> list[float]:
         if ctx.reference is None:

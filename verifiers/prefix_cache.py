@@ -33,6 +33,7 @@ import weakref
 from typing import Sequence
 
 from ttscale.context import SolveContext
+from ttscale.segment import STEP_DELIMITER
 from ttscale.types import Problem
 from ttscale.verifier import ProcessVerifier
 
@@ -81,8 +82,8 @@ class CachedProcessVerifier(ProcessVerifier):
 
     granularity: str = "sequence"  # "sequence" | "step" (see the module doc)
 
-    def __init__(self, aggregation: str = "last", use_cache: bool = True) -> None:
-        super().__init__(aggregation)
+    def __init__(self, aggregation: str = "last", use_cache: bool = True, step_delimiter: str = STEP_DELIMITER) -> None:
+        super().__init__(aggregation, step_delimiter)
         self.use_cache = use_cache
         self._owner = f"{type(self).__name__}@{id(self):x}"
 
@@ -100,6 +101,26 @@ class CachedProcessVerifier(ProcessVerifier):
         raise NotImplementedError
 
     # ---- the ProcessVerifier contract -----------------------------------------
+    def step_call_costs(self, problem: Problem, paths: Sequence[Sequence[str]], ctx: SolveContext) -> list[int]:
+        """Calls each path would charge given the cache and the paths before it: "step"
+        granularity, its prefixes not cached yet (an unscored ancestor costs a call too);
+        "sequence", one pass unless every prefix is cached or an earlier path is the same
+        (an upper bound: a path covered by a longer one of the batch costs nothing)."""
+        cache = cache_for(ctx) if self.use_cache else PrefixScoreCache()
+        owner, pid = self._owner, problem.id
+        counted: set[tuple[str, ...]] = set()
+        out = []
+        for p in (tuple(s) for s in paths):
+            missing = [p[: j + 1] for j in range(len(p)) if cache.get(owner, pid, p[: j + 1]) is None]
+            if self.granularity == "step":
+                new = [q for q in missing if q not in counted]
+                counted.update(new)
+                out.append(len(new))
+            else:
+                out.append(1 if missing and p not in counted else 0)
+                counted.add(p)
+        return out
+
     async def score_steps(
         self, problem: Problem, steps: Sequence[Sequence[str]], ctx: SolveContext
     ) -> list[list[float]]:

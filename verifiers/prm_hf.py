@@ -25,6 +25,7 @@ import threading
 from typing import Any, Sequence
 
 from ttscale.context import SolveContext
+from ttscale.segment import STEP_DELIMITER
 from ttscale.types import Problem
 from ttscale.verifiers.prefix_cache import CachedProcessVerifier
 
@@ -108,6 +109,7 @@ class HFPRM(CachedProcessVerifier):
 
     name = "prm_hf"
     granularity = "sequence"
+    score_range = (0.0, 1.0)  # P(positive) at each step separator
 
     def __init__(
         self,
@@ -123,8 +125,9 @@ class HFPRM(CachedProcessVerifier):
         parameters: float | None = None,
         aggregation: str = "min",
         use_cache: bool = True,
+        step_delimiter: str = STEP_DELIMITER,
     ) -> None:
-        super().__init__(aggregation=aggregation, use_cache=use_cache)
+        super().__init__(aggregation=aggregation, use_cache=use_cache, step_delimiter=step_delimiter)
         if batch_size < 1:
             raise ValueError(f"verifier.batch_size must be >= 1, got {batch_size}")
         self.model_name, self.step_separator, self.system = model, step_separator, system

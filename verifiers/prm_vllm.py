@@ -36,6 +36,7 @@ import threading
 from typing import Any, Sequence
 
 from ttscale.context import SolveContext
+from ttscale.segment import STEP_DELIMITER
 from ttscale.types import Problem
 from ttscale.verifiers.prefix_cache import CachedProcessVerifier
 from ttscale.verifiers.prm_hf import DEFAULT_SEPARATOR, DEFAULT_SYSTEM, PRMFormat
@@ -72,6 +73,9 @@ class VLLMPoolingEngine:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from ttscale.backends.reaper import arm
+
+        arm()  # the PRM's EngineCore and workers die with this process (backends/reaper.py)
         kwargs = dict(self.engine_kwargs)
         kwargs.setdefault("runner", "pooling")
         if self.step_tag_id is not None and "pooler_config" not in kwargs:
@@ -122,6 +126,7 @@ class VLLMPRM(CachedProcessVerifier):
 
     name = "prm_vllm"
     granularity = "sequence"
+    score_range = (0.0, 1.0)  # P(positive) at each step separator
 
     def __init__(
         self,
@@ -134,12 +139,13 @@ class VLLMPRM(CachedProcessVerifier):
         engine_kwargs: dict[str, Any] | None = None,
         aggregation: str = "min",
         use_cache: bool = True,
+        step_delimiter: str = STEP_DELIMITER,
         engine: Any = None,
         tokenizer: Any = None,
     ) -> None:
         """`engine` / `tokenizer` replace the vLLM engine and the HF tokenizer (tests, or a
         shared pooling engine): `engine.encode(token_ids)` returns (rows, cached tokens)."""
-        super().__init__(aggregation=aggregation, use_cache=use_cache)
+        super().__init__(aggregation=aggregation, use_cache=use_cache, step_delimiter=step_delimiter)
         self.model_name, self.step_separator, self.system = model, step_separator, system
         self.positive_index = positive_index
         self.parameters = float(parameters or 0.0)

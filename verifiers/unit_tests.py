@@ -26,6 +26,7 @@ class UnitTestVerifier(Verifier):
     """
 
     name = "unit_tests"
+    score_range = (0.0, 1.0)  # the fraction of public tests passed
 
     def __init__(self, sandbox: Sandbox | Mapping[str, Any] | None = None, timeout: float = 5.0) -> None:
         if timeout <= 0:
