@@ -27,6 +27,7 @@ from ttscale.types import Candidate, Problem, Result
 class AdaptiveConsistency(Strategy):
     name = "adaptive_consistency"
     count_params = ("n", "init_samples", "wave_size")
+    independent_samples = False  # the pool size depends on the samples (optional stopping): no curves over k
 
     def __init__(
         self,

@@ -45,6 +45,7 @@ def confidence_vote(cands: list[Candidate], weighting: str, confidence: str, eta
 class DeepConfOffline(Strategy):
     name = "deepconf_offline"
     count_params = ("n", "conf_topk", "window_size", "tail_tokens")
+    independent_samples = True
 
     def __init__(
         self,

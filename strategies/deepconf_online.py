@@ -38,6 +38,7 @@ def lowest_group(c: Candidate) -> float | None:
 class DeepConfOnline(Strategy):
     name = "deepconf_online"
     count_params = ("n", "warmup_traces", "conf_topk", "window_size", "wave_size")
+    independent_samples = False  # stopped traces are truncated: no curves over k
 
     def __init__(
         self,

@@ -168,19 +168,21 @@ def test_confidence_metrics_from_records():
     recs = []
     for p in range(3):
         cands = _cands([0, 0, 1, 1], [1.0, 2.0, 3.0 + p, 4.0], correct=[0, 0, 1, 1])
-        recs.append({"problem_id": f"p{p}", "candidates": cands})
+        recs.append({"problem_id": f"p{p}", "candidates": cands, "independent_samples": True})
     m = confidence_metrics(confidence_entry(r) for r in recs)
     assert m["confidence_problems"] == 3
     assert m["conf_top10_tail@4"] == 1.0 and m["conf_mean@4"] == 1.0  # 7+ vs 3
     assert m["conf_top10_tail@1"] == pytest.approx(0.5)
     assert m["voter_methods"]["conf_top10_tail@2"] == "exact"
-    assert confidence_entry({"problem_id": "x", "candidates": [{"cluster": 0}]}) is None
+    assert confidence_entry({"problem_id": "x", "candidates": [{"cluster": 0}], "independent_samples": True}) is None
+    assert confidence_entry({**recs[0], "independent_samples": False}) is None  # not independent samples: no curves
 
 
 def test_voter_curves_join_the_run_curves():
     from ttscale.run_metrics import run_metrics
 
-    recs = [{"problem_id": f"p{p}", "correct": True, "candidates": _cands([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], correct=[0, 0, 1, 1])}
+    recs = [{"problem_id": f"p{p}", "correct": True, "independent_samples": True,
+             "candidates": _cands([0, 0, 1, 1], [1.0, 2.0, 3.0, 4.0], correct=[0, 0, 1, 1])}
             for p in range(2)]
     m = run_metrics(recs)
     assert "maj" in m["curves"] and m["curves"]["conf_top10_tail"]["4"]["mean"] == 1.0

@@ -122,9 +122,12 @@ def _seed(seed: int, problem_id: str) -> np.random.SeedSequence:
 
 
 def confidence_entry(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What the confidence metrics keep of a record: None unless every candidate stored a
-    confidence summary (and the problem did not fail)."""
+    """What the confidence metrics keep of a record: None unless its candidates are
+    independent samples (`independent_samples`, as for the other curves), every candidate
+    stored a confidence summary, and the problem did not fail."""
     cands = record.get("candidates") or []
+    if record.get("independent_samples") is not True:  # curves over k need independent samples
+        return None
     if record.get("error") is not None or not cands or not all((c.get("extra") or {}).get("confidence") for c in cands):
         return None
     cols: dict[str, Any] = {
