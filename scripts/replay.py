@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out, metrics = replay(args[0], args[1:])
     except ConfigError as e:
-        print(f"replay: error: {e}", file=sys.stderr)
+        print(f"ttscale: error: {e}", file=sys.stderr)
         return 2
     print(f"replay of {args[0]} -> {out} (accuracy {metrics.get('accuracy')})")
     return 0
