@@ -91,3 +91,17 @@ def test_online_saves_tokens_with_many_problems_in_flight(tmp_path):
         for c in r["candidates"]:
             assert c["text"].startswith("ab1") if (c.get("extra") or {}).get("confidence_stopped") else True
     assert sum(r["stats"]["confidence_stopped"] for r in recs) >= 3
+
+
+def test_consensus_stop_ends_sampling_once_the_leader_holds_tau_of_the_weight():
+    eng = FakeEngine(completions=[("abc \\boxed{5}", 1.0)], vocab_floor=-20.0)
+    strat = DeepConfOnline(n=16, warmup_traces=4, conf_topk=5, window_size=3, consensus_threshold=0.95, wave_size=2)
+    strat.check()
+    res = asyncio.run(strat.solve(Problem("q0", "q0"), make_ctx(eng)))
+    assert res.stats["samples"] == 4 and res.answer == "5"  # unanimous warm-up: no further trace
+    split = FakeEngine(completions=[("abc \\boxed{5}", 0.5), ("abd \\boxed{6}", 0.5)], vocab_floor=-20.0)
+    res2 = asyncio.run(DeepConfOnline(n=16, warmup_traces=4, conf_topk=5, window_size=3, eta=100,
+                                      consensus_threshold=0.95, wave_size=2).solve(Problem("q0", "q0"), make_ctx(split)))
+    assert res2.stats["samples"] == 16  # two answers of equal weight never reach 95%
+    with pytest.raises(ValueError, match="strategy.consensus_threshold"):
+        DeepConfOnline(consensus_threshold=0.3).check()
