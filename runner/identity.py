@@ -25,6 +25,7 @@ NON_RESULT_KEYS = (
     "logger", "hydra",
     "run.root", "run.dir", "run.concurrency", "run.progress", "run.shard", "run.num_shards",
     "run.dry_run", "run.fsync", "run.experiment", "run.tags", "run.summary", "run.retry", "run.retry_failed",
+    "replay.source_dir",  # a replay's identity names its source run by hash, not by path
     "run.verbose",
 )
 # What a record means changes with ttscale itself, not only with the config: bumped when the same
