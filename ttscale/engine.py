@@ -72,7 +72,9 @@ class Completion:
 class GenerationOutput:
     completions: list[Completion]
     prompt_tokens: int
-    cached_prompt_tokens: int = 0
+    # Prompt tokens served from the prefix cache; None when the engine did not report them
+    # (an OpenAI-compatible server without prompt-token details): unknown, not 0.
+    cached_prompt_tokens: int | None = 0
 
     @property
     def generated_tokens(self) -> int:
@@ -91,7 +93,7 @@ class ScoreOutput:
     # One value per position the model pools at (e.g. per step separator).
     values: list[float]
     prompt_tokens: int
-    cached_prompt_tokens: int = 0
+    cached_prompt_tokens: int | None = 0  # None: not reported (unknown)
 
 
 @runtime_checkable
