@@ -26,7 +26,7 @@ from ttscale.types import FINISH_REASONS, Candidate
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 STRATEGIES = sorted(p.stem for p in Path(CONF, "strategy").glob("*.yaml"))
 PARALLEL = {"best_of_n", "majority_vote", "weighted_majority", "best_of_majority", "behavior_vote"}
-STEP_SEARCH = {"particle_filter", "entropic_particle_filter", "beam_search", "dvts", "a_star"}
+STEP_SEARCH = {"particle_filter", "entropic_particle_filter", "beam_search", "dvts", "a_star", "mcts"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,7 +72,7 @@ def test_the_long_solution_is_what_the_test_says():
 
 
 @pytest.mark.parametrize("name", ["best_of_n", "particle_filter", "entropic_particle_filter", "beam_search",
-                                  "dvts", "a_star"])
+                                  "dvts", "a_star", "mcts"])
 def test_a_14_step_solution_is_answered_under_default_caps(name):
     engine = FakeEngine(completions=[(LONG, 1.0)])
     ctx = make_ctx(engine, verifier=progress_prm())
