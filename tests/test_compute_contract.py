@@ -72,7 +72,7 @@ def test_the_long_solution_is_what_the_test_says():
 
 
 @pytest.mark.parametrize("name", ["best_of_n", "particle_filter", "entropic_particle_filter", "beam_search",
-                                  "dvts", "a_star", "mcts"])
+                                  "dvts", "a_star", "mcts", "ab_mcts_a"])
 def test_a_14_step_solution_is_answered_under_default_caps(name):
     engine = FakeEngine(completions=[(LONG, 1.0)])
     ctx = make_ctx(engine, verifier=progress_prm())
