@@ -72,7 +72,7 @@ def test_the_long_solution_is_what_the_test_says():
 
 
 @pytest.mark.parametrize("name", ["best_of_n", "particle_filter", "entropic_particle_filter", "beam_search",
-                                  "dvts", "a_star", "mcts", "ab_mcts_a"])
+                                  "dvts", "a_star", "mcts", "ab_mcts_a", "pdr", "sequential_refinement"])
 def test_a_14_step_solution_is_answered_under_default_caps(name):
     engine = FakeEngine(completions=[(LONG, 1.0)])
     ctx = make_ctx(engine, verifier=progress_prm())
@@ -127,7 +127,8 @@ def arithmetic_engine(task):
             (f"First, {a} + {b} = {v}.\n\nSo the total is {v}.\n\nThe answer is \\boxed{{{v}}}", p)
             for v, p in ((c, 0.25), (c + 1, 0.4), (c - 2, 0.35))
         ]
-    return FakeEngine(lambda user: solutions[user])
+    # a prompt that extends the question (a refinement's notes after it) is answered alike
+    return FakeEngine(lambda user: next(v for q, v in solutions.items() if user.startswith(q)))
 
 
 TOKEN_BUDGETS = (None, 30, 64, 150, 400, 1000)
