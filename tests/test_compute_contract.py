@@ -25,7 +25,8 @@ from ttscale.types import FINISH_REASONS, Candidate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 STRATEGIES = sorted(p.stem for p in Path(CONF, "strategy").glob("*.yaml"))
-PARALLEL = {"best_of_n", "majority_vote", "weighted_majority", "best_of_majority", "behavior_vote", "gen_select"}
+PARALLEL = {"best_of_n", "majority_vote", "weighted_majority", "best_of_majority", "behavior_vote", "gen_select",
+            "thinking_budget"}
 STEP_SEARCH = {"particle_filter", "entropic_particle_filter", "beam_search", "dvts", "a_star", "mcts"}
 
 
