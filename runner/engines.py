@@ -35,8 +35,13 @@ def get_engine(backend_cfg: DictConfig, log_path: Path | None = None) -> Any:
         if log_path is None:
             _ENGINES[key] = instantiate(backend_cfg)
         else:
-            with engine_output_to(log_path):
-                _ENGINES[key] = instantiate(backend_cfg)
+            made = not log_path.parent.exists()
+            try:
+                with engine_output_to(log_path):
+                    _ENGINES[key] = instantiate(backend_cfg)
+            except BaseException:
+                failed_start(log_path, made)
+                raise
         ready(_ENGINES[key], time.perf_counter() - t0, log_path)
         # Exit handlers run last-registered first. multiprocessing's own handler joins the engine's
         # worker processes, which only exit once the engine is shut down: registered again here,
@@ -62,3 +67,17 @@ def ready(engine: Any, seconds: float, log_path: Path | None) -> None:
     what = ", ".join(str(v) for v in (info.get("model"), info.get("engine"), info.get("device")) if v)
     where = f"; its log: {log_path}" if log_path is not None else ""
     print(f"ttscale: engine ready in {seconds:.0f} s ({what or type(engine).__name__}){where}", file=sys.stderr)
+
+
+def failed_start(log_path: Path, made_dir: bool) -> None:
+    """The engine did not start: its log's last lines go to the terminal (they say why), and the
+    run directory made for the log alone is removed again."""
+    try:
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+    except OSError:
+        tail = []
+    if tail:
+        print("ttscale: the engine did not start; the end of its log:\n  " + "\n  ".join(tail), file=sys.stderr)
+    if made_dir and sorted(p.name for p in log_path.parent.iterdir()) == [log_path.name]:
+        log_path.unlink()
+        log_path.parent.rmdir()
