@@ -157,6 +157,8 @@ class OpenAIServerEngine:
     async def generate(self, request: GenerationRequest) -> GenerationOutput:
         if request.n < 1:
             raise EngineError(f"n must be >= 1, got {request.n}")
+        if request.confidence_stop is not None:  # the server would need our logits processor
+            raise EngineError("confidence_stop (online DeepConf) runs on the in-process engine: backend=vllm or vllm_gpu")
         if self.split_n and request.n > 1:
             seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
             bodies = [self._body(request, 1, s) for s in seeds]
