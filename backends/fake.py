@@ -58,19 +58,20 @@ class CharTokenizer:
         return "".join(chr(t - 1) for t in token_ids if t != EOS)
 
     def apply_chat_template(self, messages: list[dict[str, str]]) -> list[int]:
-        text = "".join(
-            (USER_TAG if m["role"] != "system" else "<|system|>\n") + m["content"] for m in messages
-        )
+        tags = {"system": "<|system|>\n", "assistant": ASSISTANT_TAG}
+        text = "".join(tags.get(m["role"], USER_TAG) + m["content"] for m in messages)
         return self.encode(text + ASSISTANT_TAG)
 
 
 def _split_prompt(text: str) -> tuple[str, str]:
-    """(user prompt text, what the assistant has generated so far)."""
+    """(user prompt text, what the assistant has generated so far). In a conversation of
+    several turns the user prompt is all of it from the first user turn, the earlier
+    assistant turns included (a judge asked about the policy's own answer reads it)."""
     i = text.rfind(ASSISTANT_TAG)
     if i < 0:
         return text, ""
     head = text[:i]
-    j = head.rfind(USER_TAG)
+    j = head.find(USER_TAG)
     user = head[j + len(USER_TAG) :] if j >= 0 else head
     return user, text[i + len(ASSISTANT_TAG) :]
 

@@ -99,6 +99,7 @@ from ttscale.task import cluster_answers
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
 from ttscale.engine import GenerationRequest, entropy_from_logprobs
+from ttscale.policy_tokens import remember
 from ttscale.types import Candidate, Problem, Result
 
 SELECTIONS = ("majority",) + STEP_SELECTIONS  # majority | argmax | weighted_vote
@@ -388,6 +389,7 @@ class EntropyBranching(Strategy):
     @staticmethod
     def _candidate(ctx: SolveContext, s: _Seq) -> Candidate:
         text = ctx.tokenizer.decode(s.ids)
+        remember(ctx, text, s.ids)  # for a judge riding the policy's cache (ttscale.policy_tokens)
         return Candidate(
             text=text,
             answer=ctx.extract_answer(text),

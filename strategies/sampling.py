@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from ttscale.budget import BudgetExhausted
 from ttscale.context import SolveContext
 from ttscale.engine import Completion, GenerationRequest
+from ttscale.policy_tokens import remember
 from ttscale.types import Candidate, Problem
 from ttscale.task import cluster_answers
 
@@ -96,6 +97,8 @@ async def sample_candidates(
         logprobs=1 if wants_lp else None,
     )
     completions = await draw_complete(ctx, req, stats)
+    for c in completions:  # for a judge riding the policy's cache (ttscale.policy_tokens)
+        remember(ctx, c.text, c.token_ids)
     cands = [
         Candidate(
             text=c.text,

@@ -26,6 +26,7 @@ from ttscale.strategies.sampling import plurality, score_each, verifier_call_cos
 from ttscale.task import cluster_answers
 from ttscale.context import SolveContext
 from ttscale.engine import Completion
+from ttscale.policy_tokens import remember
 from ttscale.types import Candidate
 from ttscale.verifier import aggregate
 
@@ -321,6 +322,9 @@ async def score_nodes(ctx: SolveContext, problem, nodes: Sequence[Node]) -> list
     v = ctx.verifier
     if v is None or not nodes:
         return [n.score or 0.0 for n in nodes]
+    if v.needs_policy_tokens:  # a judge laying its prompt over the policy's own tokens
+        for n in nodes:
+            remember(ctx, n.text(), n.token_ids())
     if isinstance(v, ProcessVerifier):
         costs = v.step_call_costs(problem, [n.steps() for n in nodes], ctx)
     else:

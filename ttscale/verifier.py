@@ -54,6 +54,9 @@ class Verifier:
     bounded_override: str | None = None
     # Whether it reads the candidates' token log-probabilities (strategies then ask the engine for them).
     needs_logprobs: bool = False
+    # Whether it reads the token IDs the policy generated for a path (strategies then record
+    # them with `ttscale.policy_tokens.remember` before scoring: a judge riding the policy's cache).
+    needs_policy_tokens: bool = False
 
     def shutdown(self) -> None:
         """Free what the verifier holds (a reward model's own engine); the runner calls it after
