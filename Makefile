@@ -7,7 +7,7 @@ STAMP := $(VENV)/.ttscale-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install run test bench clean-venv
+.PHONY: install run test bench clean-venv slurm slurm-stop
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,20 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) scripts/run.py $(ARGS)
+	$(PY) scripts/run.py +experiment=quickstart $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(ARGS)
+
+# a one-node SLURM cluster on this machine (tests/test_slurm_cluster.py; as root; apt-installs SLURM)
+slurm:
+	scripts/slurm_cluster.sh start
+
+slurm-stop:
+	scripts/slurm_cluster.sh stop
 
 clean-venv:
 	rm -rf $(VENV)

@@ -16,6 +16,13 @@ temperature / top-p, stop strings, top-k logprobs, prefix-cache accounting in
 blocks (at most `cache_blocks` of them, least recently used evicted), injected
 failures, latency, and a count of requests in flight. `keep_requests=False`
 keeps only the count of requests (long runs: memory stays flat).
+
+`vocab_floor` (a log-probability, e.g. -20): the top-k lists are padded to k entries with
+tokens of that log-probability (ids -1, -2, ...: the rest of a vocabulary, never sampled), so
+DeepConf's token confidence behaves as on a real model (a peaked position is confident). A
+request's `confidence_stop` ends a sequence at the first position whose windowed confidence
+(over the same padded top-k) falls below the threshold, as the vLLM backend's logits
+processor does: that position emits end of sequence, `stop_reason == "confidence"`.
 """
 
 from __future__ import annotations
@@ -83,7 +90,9 @@ class FakeEngine:
         delay: float = 0.0,
         fail: Callable[[GenerationRequest, str], bool] | None = None,
         seed: int = 0,
+        vocab_floor: float | None = None,
     ) -> None:
+        self.vocab_floor = vocab_floor
         if responder is None:
             fixed = list(completions or [("\\boxed{0}", 1.0)])
             responder = lambda _prompt: fixed  # noqa: E731
@@ -207,9 +216,17 @@ class FakeEngine:
         self, req: GenerationRequest, options: Sequence[tuple[str, float]], before: str, rng: random.Random
     ) -> Completion:
         alive = {text for text, p in options if p > 0 and text.startswith(before)}
-        if len(alive) <= 1:  # one way to go on: every next token has probability 1
+        if len(alive) <= 1 and req.confidence_stop is None and self.vocab_floor is None:  # one way to go on: every next token has probability 1
             return self._complete_fixed(req, next(iter(alive))[len(before) :] if alive else "")
         return self._complete_sampled(req, options, before, rng)
+
+    def _top(self, dist: dict[int, float], k: int) -> dict[int, float]:
+        """The top-k log-probabilities (padded with `vocab_floor` entries when set)."""
+        top = {t: math.log(p) for t, p in sorted(dist.items(), key=lambda kv: (-kv[1], kv[0]))[: max(1, k)]}
+        if self.vocab_floor is not None:
+            for j in range(max(1, k) - len(top)):
+                top[-(j + 1)] = float(self.vocab_floor)
+        return top
 
     def _complete_sampled(
         self, req: GenerationRequest, options: Sequence[tuple[str, float]], before: str, rng: random.Random
@@ -220,16 +237,23 @@ class FakeEngine:
         lps: list[float] = []
         tops: list[dict[int, float]] = []
         finish, stop_reason = "length", None
+        cs = req.confidence_stop
+        window: list[float] = []
         while len(ids) < req.max_tokens:
             dist = self._distribution(options, before + gen)
+            if cs is not None:  # DeepConf online: the window ending here, this position included
+                top = self._top(dist, cs.conf_topk)
+                window = (window + [-sum(top.values()) / len(top)])[-cs.window_size :]
+                if len(window) == cs.window_size and sum(window) / cs.window_size < cs.threshold:
+                    finish, stop_reason = "stop", "confidence"
+                    break
             tok = self._sample(dist, req.temperature, req.top_p, rng)
             if tok == EOS:  # like the real backends: EOS is neither returned nor scored
                 finish = "stop"
                 break
             if req.logprobs is not None:
                 lps.append(math.log(dist[tok]))
-                top = sorted(dist.items(), key=lambda kv: (-kv[1], kv[0]))[: max(1, req.logprobs)]
-                tops.append({t: math.log(p) for t, p in top})
+                tops.append(self._top(dist, req.logprobs))
             ids.append(tok)
             gen += chr(tok - 1)
             hit = next((s for s in req.stop if gen.endswith(s)), None)

@@ -6,7 +6,11 @@ in-process engine's. With `vllm_extensions` (the default) the request asks vLLM 
 the generated token IDs (`return_token_ids`) and for logprob tokens as IDs
 (`return_tokens_as_token_ids`); the server's `usage.prompt_tokens_details.cached_tokens`
 gives the prefix-cache hits (`vllm serve --enable-prompt-tokens-details`, which
-scripts/vllm_serve.py turns on).
+scripts/vllm_serve.py turns on), so the ledger, FLOPs and prefix-share figures are the
+in-process engine's. A server that does not report them (no `prompt_tokens_details`, or no
+`cached_tokens` in it) leaves them unknown: the output's `cached_prompt_tokens` is None, the
+ledger counts those tokens as computed and the record says None, not 0 (`ttscale.unreported`);
+a warning says so once.
 
 A request for n samples is sent as n requests of one sample each (sample i seeded
 with seed + i, as vLLM seeds its own n children) so every sample's cache hits are
@@ -73,6 +77,7 @@ class OpenAIServerEngine:
         self.vllm_extensions = vllm_extensions
         self.split_n = split_n
         self.extra_body = dict(extra_body or {})
+        self._warned_cache = False
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "EMPTY")
         self._headers = {"Authorization": f"Bearer {key}"}
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 30.0))
@@ -152,6 +157,8 @@ class OpenAIServerEngine:
     async def generate(self, request: GenerationRequest) -> GenerationOutput:
         if request.n < 1:
             raise EngineError(f"n must be >= 1, got {request.n}")
+        if request.confidence_stop is not None:  # the server would need our logits processor
+            raise EngineError("confidence_stop (online DeepConf) runs on the in-process engine: backend=vllm or vllm_gpu")
         if self.split_n and request.n > 1:
             seeds = [None if request.seed is None else request.seed + i for i in range(request.n)]
             bodies = [self._body(request, 1, s) for s in seeds]
@@ -159,17 +166,30 @@ class OpenAIServerEngine:
             bodies = [self._body(request, request.n, request.seed)]
         answers = await gather_all(self._post("/completions", b) for b in bodies)
         completions: list[Completion] = []
-        cached: list[int] = []
+        cached: list[int | None] = []
         for ans in answers:
             choices = sorted(ans.get("choices") or [], key=lambda c: c.get("index", 0))
             if not choices:
                 raise EngineError(f"{self.base_url}/completions returned no choices: {str(ans)[:500]}")
             completions.extend(self._completion(c, request) for c in choices)
-            usage = ans.get("usage") or {}
-            cached.append(int(((usage.get("prompt_tokens_details") or {}).get("cached_tokens")) or 0))
+            cached.append(self._cached_tokens(ans))
+        known = [c for c in cached if c is not None]
         return GenerationOutput(
-            completions, prompt_tokens=len(request.prompt_token_ids), cached_prompt_tokens=min(cached)
+            completions, prompt_tokens=len(request.prompt_token_ids),
+            cached_prompt_tokens=min(known) if len(known) == len(cached) else None,
         )
+
+    def _cached_tokens(self, answer: Mapping[str, Any]) -> int | None:
+        """`usage.prompt_tokens_details.cached_tokens`, None when the server does not say."""
+        details = (answer.get("usage") or {}).get("prompt_tokens_details") or {}
+        value = details.get("cached_tokens") if isinstance(details, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, int):
+            if not self._warned_cache:
+                self._warned_cache = True
+                log.warning("%s does not report prompt-token details: cached tokens are recorded as unknown "
+                            "(start vllm serve with --enable-prompt-tokens-details)", self.base_url)
+            return None
+        return value
 
     def _token_id(self, token: str) -> int:
         if token.startswith("token_id:"):

@@ -36,7 +36,11 @@ from typing import Any
 from ttscale.backends.common import HFTokenizer, build_completion, count_parameters, eos_token_ids, gather_all
 from ttscale.backends.embedded import resolve_model
 from ttscale.backends.reaper import arm as arm_reaper
+from ttscale.confidence import token_confidence
 from ttscale.engine import Completion, EngineError, GenerationOutput, GenerationRequest
+
+CONFIDENCE_STOP_FQCN = "ttscale.backends.confidence_stop:ConfidenceStopProcessor"
+CONFIDENCE_STOP_ARG = "ttscale_confidence_stop"
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,7 @@ class VLLMEngine:
         enable_chunked_prefill: bool | None = None,
         max_num_batched_tokens: int | None = None,
         engine_kwargs: dict[str, Any] | None = None,
+        confidence_stop: bool = True,
     ) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
 
@@ -169,8 +174,11 @@ class VLLMEngine:
             enable_chunked_prefill=enable_chunked_prefill,
             max_num_batched_tokens=max_num_batched_tokens,
             disable_log_stats=True,
+            # online DeepConf (GenerationRequest.confidence_stop): backends/confidence_stop.py
+            **({"logits_processors": [CONFIDENCE_STOP_FQCN]} if confidence_stop else {}),
             **(engine_kwargs or {}),
         )
+        self.confidence_stop = confidence_stop
         self.tokenizer = HFTokenizer(self.model_path, trust_remote_code=trust_remote_code)
         self.num_parameters = int(
             parameters if parameters is not None else count_parameters(self.model_path, trust_remote_code=trust_remote_code)
@@ -198,7 +206,16 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        extra = None
+        if req.confidence_stop is not None:
+            if not self.confidence_stop:
+                raise EngineError("confidence_stop needs the engine started with backend.confidence_stop=true")
+            cs = req.confidence_stop
+            eos = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else min(self._eos_token_ids)
+            extra = {CONFIDENCE_STOP_ARG: {"threshold": cs.threshold, "window_size": cs.window_size,
+                                           "conf_topk": cs.conf_topk, "eos_token_id": int(eos)}}
         return SamplingParams(
+            extra_args=extra,
             n=1,
             temperature=req.temperature,
             top_p=req.top_p,
@@ -228,7 +245,7 @@ class VLLMEngine:
             raise EngineError(f"n must be >= 1, got {req.n}")
         outs = await gather_all(self._sample(req, prompt_ids, i) for i in range(req.n))
         eos = self._eos_token_ids
-        completions = [_completion(c, req.logprobs, eos) for c, _ in outs]
+        completions = [_completion(c, req.logprobs, eos, req.confidence_stop) for c, _ in outs]
         return GenerationOutput(completions, prompt_tokens=len(prompt_ids), cached_prompt_tokens=min(n for _, n in outs))
 
     async def _sample(self, req: GenerationRequest, prompt_ids: list[int], index: int) -> tuple[Any, int]:
@@ -309,14 +326,24 @@ class VLLMEngine:
         return out
 
 
-def _completion(c: Any, logprobs: int | None, eos_ids: frozenset[int]) -> Completion:
-    """vLLM `CompletionOutput` -> `Completion` (see `backends.common.build_completion`)."""
+def _completion(c: Any, logprobs: int | None, eos_ids: frozenset[int], cs: Any = None) -> Completion:
+    """vLLM `CompletionOutput` -> `Completion` (see `backends.common.build_completion`). A
+    sequence the confidence processor ended is told by its own log-probabilities: it ends on
+    EOS and the window ending at that position (the EOS position's top-k included) is below
+    the threshold; it gets `stop_reason == "confidence"`."""
     positions = None
     if logprobs is not None and c.logprobs is not None:
         positions = [{int(t): float(v.logprob) for t, v in (pos or {}).items()} for pos in c.logprobs]
-    return build_completion(
+    out = build_completion(
         c.token_ids, c.text, c.finish_reason, c.stop_reason, eos_ids, positions, k=max(1, logprobs or 0)
     )
+    if cs is not None and positions and c.finish_reason == "stop" and c.stop_reason is None and len(out.token_ids) < len(c.token_ids):
+        tops = [dict(sorted(p.items(), key=lambda kv: -kv[1])[: cs.conf_topk]) for p in positions]
+        tol = 1e-3 * max(1.0, abs(cs.threshold))  # the processor's float32 vs the returned log-probabilities
+        conf = token_confidence(tops)
+        if conf.size >= cs.window_size and conf[-cs.window_size :].mean() < cs.threshold + tol:
+            out.stop_reason = "confidence"
+    return out
 
 
 def test_engine(**overrides: Any) -> VLLMEngine:

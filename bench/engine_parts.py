@@ -217,7 +217,9 @@ class Recorder:
 def _share(log: list[tuple[int, int, bool]], continuations: bool) -> float | None:
     rows = [(p, c) for p, c, opener in log if not (continuations and opener)]
     total = sum(p for p, _ in rows)
-    return sum(c for _, c in rows) / total if total else None
+    if not total or any(c is None for _, c in rows):  # None: the engine did not report its cache hits
+        return None
+    return sum(c for _, c in rows) / total
 
 
 def search(b: Bench, name: str, problems: int, width: int, max_tokens: int, one_at_a_time: int | None = 0,

@@ -3,11 +3,14 @@ clear line and exit status 2, SIGINT into status 130.
 
 In a sweep (`-m`) a rejected configuration fails only its own job: its error line is
 printed, the other configurations still run, and `SweepFailures` (a Hydra callback in
-conf/config.yaml) exits with status 2 at the end if any job was rejected."""
+conf/config.yaml) exits with status 2 at the end if any job was rejected. (In a submitit job --
+hydra/launcher=slurm, local -- the error goes back to the sweep's launcher, which counts it:
+hydra_plugins/ttscale_launcher.)"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from ttscale.runner.errors import ConfigError
+from ttscale.runner.estimate import ESTIMATES, sweep_total
 from ttscale.runner.job import run
 
 _REJECTED: list[str] = []
@@ -51,6 +55,8 @@ class SweepFailures(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         import shutil
 
+        if ESTIMATES:  # a dry-run sweep: every run's estimate added up
+            print("\n".join(sweep_total(ESTIMATES)))
         for d in self._new:  # deepest first
             if d.is_dir() and _bare(d):
                 shutil.rmtree(d, ignore_errors=True)
@@ -59,6 +65,11 @@ class SweepFailures(Callback):
             for line in _REJECTED:
                 print(f"  {line}", file=sys.stderr)
             sys.exit(2)
+
+
+def reject(line: str) -> None:
+    """Count a rejected configuration of this sweep (SweepFailures reports them at its end)."""
+    _REJECTED.append(one_line(line))
 
 
 def one_line(message: str) -> str:
@@ -75,7 +86,9 @@ def main_entry(cfg: DictConfig) -> float | None:
         line = one_line(str(e))
         print(f"ttscale: error: {line}", file=sys.stderr)
         if _in_multirun():  # nothing was written: the run directory comes only after the checks
-            _REJECTED.append(line)
+            if os.environ.get("SUBMITIT_EXECUTOR"):  # a submitit job: its launcher hands this to the sweep
+                raise
+            reject(line)
             return None
         sys.exit(2)
     except KeyboardInterrupt:

@@ -25,6 +25,8 @@ NON_RESULT_KEYS = (
     "logger", "hydra",
     "run.root", "run.dir", "run.concurrency", "run.progress", "run.shard", "run.num_shards",
     "run.dry_run", "run.fsync", "run.experiment", "run.tags", "run.summary", "run.retry", "run.retry_failed",
+    "replay.source_dir",  # a replay's identity names its source run by hash, not by path
+    "run.verbose",
 )
 # What a record means changes with ttscale itself, not only with the config: bumped when the same
 # config would now give different records, so such a run gets a new directory instead of mixing
@@ -44,6 +46,11 @@ def normalise_target(target: str) -> str:
     head, _, rest = target.partition(".")
     sub = rest.partition(".")[0]
     return rest if head == "ttscale" and sub in PLUGIN_PACKAGES else target
+
+
+def installed_target(target: str) -> str:
+    """A target as hashed (`strategies.best_of_n.BestOfN`) as today's import name."""
+    return f"ttscale.{target}" if target.partition(".")[0] in PLUGIN_PACKAGES else target
 
 
 def _normalise(node: Any) -> Any:

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from ttscale.results import RECORDS, iter_records, write_json_atomic, write_text_atomic
 from ttscale.run_metrics import record_order, run_metrics
+from ttscale.runner.estimate import merged_estimate
 from ttscale.runner.tracking import tracker_for
 
 SHARD_RE = re.compile(r"^records\.shard-(\d+)-of-(\d+)\.jsonl$")
@@ -191,6 +192,7 @@ def merge_run(
     if h is None and (run_dir / "identity.json").exists():
         h = json.loads((run_dir / "identity.json").read_text()).get("hash")
     metrics["run/hash"] = h
+    metrics.update(merged_estimate(shard_metrics, metrics))
     write_json_atomic(run_dir / "metrics.json", metrics)
     if remove_shards:
         for info in shards.values():

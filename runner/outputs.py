@@ -3,7 +3,7 @@ its metrics as it finishes, and the same to its tracker (W&B)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
@@ -48,8 +48,10 @@ def start_tracker(plan: Plan, engine_info: dict[str, Any] | None) -> Any:
     return tracker
 
 
-def finalize(plan: Plan, wall_time: float, partial: bool = False) -> dict[str, Any]:
-    """Metrics from the stored records of this shard's problems, written atomically."""
+def finalize(plan: Plan, wall_time: float, partial: bool = False,
+             extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Metrics from the stored records of this shard's problems (plus `extra(metrics)`, e.g. the
+    estimate beside what was spent), written atomically."""
     ids = plan.ids
     metrics = run_metrics(r for r in iter_records(plan.run_dir) if r["problem_id"] in ids)
     metrics["run/skipped_rows"] = len(plan.task.skipped_rows)  # task.on_bad_row=skip
@@ -59,6 +61,8 @@ def finalize(plan: Plan, wall_time: float, partial: bool = False) -> dict[str, A
     metrics["run/hash"] = plan.run_hash
     if plan.verifier is not None and plan.verifier.is_oracle:
         metrics["verifier_is_oracle"] = True
+    if extra is not None:
+        metrics.update(extra(metrics))
     write_json_atomic(plan.run_dir / metrics_filename(plan), metrics)
     return metrics
 

@@ -62,6 +62,7 @@ async def run_items(plan: Plan, engine: Engine, progress: Any = None) -> None:
     queue: asyncio.Queue = asyncio.Queue()
     for item in plan.todo:
         queue.put_nowait(item)
+    t0, generated = time.perf_counter(), [0]
 
     async def worker() -> None:
         while True:
@@ -72,6 +73,9 @@ async def run_items(plan: Plan, engine: Engine, progress: Any = None) -> None:
             rec = await solve_and_grade(plan, engine, problem, reference, index)
             plan.store.append(rec)
             if progress is not None:
+                generated[0] += int((rec.get("usage") or {}).get("generated_tokens") or 0)
+                progress.set_postfix_str(f"{generated[0] / max(time.perf_counter() - t0, 1e-9):.0f} generated tok/s",
+                                         refresh=False)
                 progress.update(1)
 
     n = max(1, min(int(plan.cfg.run.concurrency), len(plan.todo)))
@@ -79,16 +83,28 @@ async def run_items(plan: Plan, engine: Engine, progress: Any = None) -> None:
 
 
 async def _run_with_sigint(plan: Plan, engine: Engine, progress: Any) -> None:
+    """SIGINT cancels the loop and becomes KeyboardInterrupt. Any other exit is left as it is: a
+    signal handler's own exception (submitit's at SLURM's time-limit signal: SystemExit after it
+    requeued the job, or its error when no requeue is left) cancels the loop as asyncio.run ends,
+    and must reach submitit unchanged, not turn into an interrupt."""
     loop = asyncio.get_running_loop()
     main = asyncio.ensure_future(run_items(plan, engine, progress))
+    sigint = []
+
+    def on_sigint() -> None:
+        sigint.append(True)
+        main.cancel()
+
     try:
-        loop.add_signal_handler(signal.SIGINT, main.cancel)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
     except (NotImplementedError, RuntimeError, ValueError):
         pass
     try:
         await main
     except asyncio.CancelledError:
-        raise KeyboardInterrupt from None
+        if sigint:
+            raise KeyboardInterrupt from None
+        raise
     finally:
         try:
             loop.remove_signal_handler(signal.SIGINT)

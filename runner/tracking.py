@@ -92,6 +92,9 @@ class WandbTracker:
 
     def start(self, *, config: dict, run_id: str, name: str, group: str, tags: list[str], run_dir: str) -> None:
         def _init(mode: str):
+            # W&B's own banners (integrations it detects, products it suggests) stay off the
+            # terminal; ttscale says itself when W&B falls back to offline or fails.
+            os.environ.setdefault("WANDB_SILENT", "true")
             import wandb
 
             return wandb.init(

@@ -1,27 +1,26 @@
 """The sandbox launcher: the process `ttscale.sandbox.sandbox.Sandbox` starts for each program.
 
-    python -s -S -B [-P] verifiers/_launcher.py SPEC      (SPEC: marshal, hex-encoded)
+    python -s -S -B [-P] sandbox/_launcher.py SPEC      (SPEC: marshal, hex-encoded)
 
 Standard library only, and only cheap modules at start-up (no json, no asyncio): it
 runs once per sandboxed program. Steps, for mode "namespaces" (root) / "userns":
 
 1. unshare(2) new mount, PID, network, IPC, UTS (+ user, for "userns") namespaces;
-2. filesystem: mounts made private; a size-limited tmpfs over each world-writable
-   scratch dir (/tmp, /var/tmp, /dev/shm, /run/lock); directories the sandbox uid could
-   not traverse on the way to the interpreter (e.g. /root, mode 0700, holding a pyenv
-   Python) covered by an empty tmpfs with the interpreter's prefix bound back
-   read-only; every pre-existing mount remounted read-only; the work dir bound back
-   read-write at its own path;
-3. fork: the child is PID 1 of the new PID namespace. It gets SIGKILL when the
-   launcher dies (PDEATHSIG), mounts a /proc of its own namespace, sets no_new_privs
-   and the rlimits, drops to the run's unprivileged uid/gid (namespaces mode), drops
+2. fork: the child is PID 1 of the new PID namespace. It gets SIGKILL when the
+   launcher dies (PDEATHSIG), then builds its filesystem (`_rootfs.setup_filesystem`): an
+   empty tmpfs with the interpreter's trees bound read-only (site-packages covered),
+   device nodes, its own /proc, private scratch tmpfs and the work dir, and pivots
+   into it (the host's tree is detached); sets no_new_privs and the rlimits, closes
+   every other fd, drops to the run's unprivileged uid/gid (namespaces mode), drops
    every capability, and runs the script in this interpreter (no second interpreter
    start-up: the launcher itself was started with PYTHONHASHSEED=0 and the program's
    stripped environment);
-4. the launcher waits and exits with the child's status (or dies of its signal).
+3. the launcher waits and exits with the child's status (or dies of its signal).
 
-Mode "none" skips 1-2 and the uid switch. A setup failure exits with status 125
-after writing {"sandbox_error": ...} to the report pipe (fd 3 in the program).
+Mode "none" skips the namespaces, the private root and the uid switch; given
+`readable` it limits the child's file access with Landlock instead (`_rootfs.landlock`).
+A setup failure exits with status 125 after writing {"sandbox_error": ...} to the
+report pipe (fd 3 in the program).
 """
 
 from __future__ import annotations
@@ -30,33 +29,25 @@ import os
 import signal
 import sys
 
+if __package__:  # imported by the parent, as ttscale.sandbox._launcher
+    from ttscale.sandbox._rootfs import PR_SET_NO_NEW_PRIVS, _check, _libc, landlock, setup_filesystem, under
+else:  # run as a script (the launcher itself): the module beside it
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _rootfs import PR_SET_NO_NEW_PRIVS, _check, _libc, landlock, setup_filesystem, under  # noqa: E402
+    del sys.path[0]
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REMOUNT = 32
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
-PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# World-writable places a program could otherwise write to; each gets a private tmpfs.
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/run/shm")
 REPORT_FD = 3  # the program's structured-report pipe
 SETUP_FAILED = 125  # exit status when the sandbox could not be set up
 
@@ -84,88 +75,6 @@ def json_line(obj: dict) -> bytes:
         return "".join(out)
 
     return ("{" + ",".join(enc(str(k)) + ":" + enc(v) for k, v in obj.items()) + "}\n").encode("utf-8", "replace")
-
-
-def under(path: str, roots) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def _libc():
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    libc.unshare.argtypes = [ctypes.c_int]
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    return libc
-
-
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        import ctypes
-
-        e = ctypes.get_errno()
-        raise OSError(e, f"{what}: {os.strerror(e)}")
-
-
-def _mount(libc, src, target: str, fstype, flags: int, data=None) -> None:
-    def enc(s):
-        return None if s is None else s.encode()
-
-    _check(libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
-
-
-def _mountinfo() -> list:
-    """(mount point, flags to keep on a read-only remount) of every mount."""
-    keep = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
-            "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            mp = parts[4]
-            for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-                mp = mp.replace(esc, ch)
-            flags = 0
-            for opt in parts[5].split(","):
-                flags |= keep.get(opt, 0)
-            out.append((mp, flags))
-    return out
-
-
-def _setup_filesystem(libc, spec: dict) -> None:
-    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
-    mounts = _mountinfo()
-    workdir = spec["workdir"]
-    # Handles on what is bound back after its surroundings are covered.
-    work_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY)
-    binds = [(hidden, os.open(target, os.O_PATH | os.O_DIRECTORY), target) for hidden, target in spec["expose"]]
-    covered: list = []
-    size = "size=%dm" % int(spec["tmpfs_mb"])
-    for d in SCRATCH_DIRS:
-        if os.path.isdir(d) and not os.path.islink(d) and not under(d, covered):
-            _mount(libc, "tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, size + ",mode=1777")
-            covered.append(d)
-    for hidden, fd, target in binds:
-        if hidden and not under(hidden, covered):
-            _mount(libc, "tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-            covered.append(hidden)
-        os.makedirs(target, exist_ok=True)
-        _mount(libc, "/proc/self/fd/%d" % fd, target, None, MS_BIND | MS_REC)
-        _mount(libc, None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        os.close(fd)
-    # Read-only: every mount that existed (those now under a new tmpfs are unreachable).
-    # A mount that refuses is still protected by the uid switch.
-    for mp, keep in mounts:
-        if not under(mp, covered):
-            try:
-                _mount(libc, None, mp, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
-            except OSError:
-                pass
-    os.makedirs(workdir, exist_ok=True)
-    _mount(libc, "/proc/self/fd/%d" % work_fd, workdir, None, MS_BIND)
-    _mount(libc, None, workdir, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)
-    os.close(work_fd)
 
 
 def _set_limits(spec: dict) -> None:
@@ -258,25 +167,24 @@ def main(spec: dict) -> None:
                     f.write("1000 %d 1" % outer_uid)
                 with open("/proc/self/gid_map", "w") as f:
                     f.write("1000 %d 1" % outer_gid)
-            _setup_filesystem(libc, spec)
     except Exception as e:  # noqa: BLE001 - reported; the parent falls back to a weaker mode
         fail("%s: %s" % (type(e).__name__, e))
 
     pid = os.fork()
     if pid == 0:
         try:
+            if report_fd != REPORT_FD:
+                os.dup2(report_fd, REPORT_FD)
+                os.close(report_fd)
             if libc is not None:
                 # Launcher gone (killed on timeout) -> the program dies, and with it, as
                 # PID 1, everything left in its namespace.
                 _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
-                try:  # a /proc of its own PID namespace: the parent's processes vanish
-                    _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                except OSError:  # not allowed here: no /proc at all rather than the parent's
-                    _mount(libc, "tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "size=4k")
+                setup_filesystem(libc, spec)  # as PID 1: its /proc shows only the sandbox
                 _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
-            if report_fd != REPORT_FD:
-                os.dup2(report_fd, REPORT_FD)
-                os.close(report_fd)
+            elif spec.get("readable"):
+                landlock(_libc(), spec)
+            os.closerange(REPORT_FD + 1, 1 << 20)  # no handle on anything of the host's
             _set_limits(spec)
             if mode == "namespaces":
                 os.setgroups([])

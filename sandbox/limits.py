@@ -45,15 +45,24 @@ class Isolation:
     mode: str  # "namespaces" | "userns" | "none"
     network: bool  # a new network namespace (no interfaces up: no network at all)
     pid_namespace: bool
-    filesystem: bool  # read-only root, private scratch tmpfs, only the work dir writable
+    filesystem: bool  # only the work dir (and private scratch tmpfs) writable
     uid_switch: bool  # runs as its own unprivileged uid (so RLIMIT_NPROC is enforced)
+    # The program sees only the interpreter (its prefix, /usr, /lib*: read-only, site-packages
+    # hidden) and its work dir: no dataset, project checkout, run dir or home dir of the host.
+    host_files_hidden: bool = False
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-NO_ISOLATION = Isolation("none", network=False, pid_namespace=False, filesystem=False, uid_switch=False)
+NONE_NOTE = ("mode none: files readable by the caller stay readable to the program "
+             "(datasets with hidden tests, the project checkout, run dirs, home dirs)")
+LANDLOCK_NOTE = ("mode none with Landlock: the program can read only the interpreter, system libraries "
+                 "and its work dir, and write only its work dir; no private /tmp; stat() of host paths "
+                 "still answers (names and sizes, not content)")
+NO_ISOLATION = Isolation("none", network=False, pid_namespace=False, filesystem=False, uid_switch=False,
+                         host_files_hidden=False, note=NONE_NOTE)
 
 
 @dataclass
@@ -118,8 +127,14 @@ def error_reason(exc_type: str, message: str = "") -> str:
 
 
 def _mode_isolation(mode: str) -> Isolation:
+    """What a mode gives ("none+landlock": mode none, file access limited by Landlock)."""
     if mode == "namespaces":
-        return Isolation("namespaces", network=True, pid_namespace=True, filesystem=True, uid_switch=True)
+        return Isolation("namespaces", network=True, pid_namespace=True, filesystem=True, uid_switch=True,
+                         host_files_hidden=True)
     if mode == "userns":
-        return Isolation("userns", network=True, pid_namespace=True, filesystem=True, uid_switch=False)
+        return Isolation("userns", network=True, pid_namespace=True, filesystem=True, uid_switch=False,
+                         host_files_hidden=True)
+    if mode == "none+landlock":
+        return Isolation("none", network=False, pid_namespace=False, filesystem=True, uid_switch=False,
+                         host_files_hidden=True, note=LANDLOCK_NOTE)
     return NO_ISOLATION

@@ -4,28 +4,33 @@ The framework process never `exec`s or `eval`s generated code. Every program run
 its own subprocess, with a private temporary directory as its cwd (removed afterwards):
 
     parent (asyncio) -> python -s -S -B -P sandbox/_launcher.py SPEC   (new session)
-                          unshare namespaces, set up the filesystem, fork:
-                          -> child (PID 1 of its namespace): limits, drop uid and
-                             capabilities, run the script in this fresh interpreter
+                          unshare namespaces, fork:
+                          -> child (PID 1 of its namespace): build its filesystem
+                             (`_rootfs.py`), limits, drop uid and capabilities, run
+                             the script in this fresh interpreter
 
 `sandbox/_launcher.py` is standard library only. What it can set up depends on the
 machine; the strongest available *mode* is detected once per process
 (`Sandbox.isolation()`), and every result says which mode it ran in:
 
 - ``namespaces`` (running as root): new mount, PID, network, IPC and UTS namespaces;
-  the whole filesystem remounted read-only, private size-limited tmpfs over /tmp,
-  /var/tmp, /dev/shm, /run/lock; the work dir bind-mounted read-write; a fresh /proc
-  that shows only the sandbox's processes; then the program drops to an unprivileged
-  uid/gid of its own (one per run, from ``uid_base``), with no supplementary groups,
-  ``no_new_privs``, and rlimits. RLIMIT_NPROC is not enforced for uid 0, so the uid
-  switch is what makes the process limit (fork bombs) bite; when the launcher dies the
-  program gets SIGKILL (PDEATHSIG), and when the program (PID 1 of its namespace) dies
-  the kernel kills every process left in the namespace, however it daemonised.
-- ``userns`` (unprivileged, where user namespaces are allowed): the same namespaces
-  inside a new user namespace; the program keeps the caller's uid outside, so
-  RLIMIT_NPROC counts all of that user's processes.
-- ``none``: rlimits, a new session and a stripped environment only. No network or
-  filesystem isolation; recorded as such (``isolation.network == False``).
+  a *private root* (an empty tmpfs, pivoted into) holding only /usr, /lib*, the
+  interpreter's prefix (read-only, site-packages covered), /dev/{null,zero,full,
+  random,urandom}, a fresh /proc of the sandbox's processes, private tmpfs at /tmp,
+  /var/tmp, /dev/shm and the work dir: no dataset, checkout, run dir or home dir is
+  reachable (``host_files_hidden``; `view.file_view`). The program drops to an
+  unprivileged uid/gid of its own (one per run, from ``uid_base``), no groups,
+  ``no_new_privs``, rlimits (RLIMIT_NPROC is not enforced for uid 0: the uid switch
+  makes the process limit bite); when the launcher dies the program gets SIGKILL
+  (PDEATHSIG), and when the program (PID 1 of its namespace) dies the kernel kills
+  every process left in the namespace, however it daemonised.
+- ``userns`` (unprivileged, where user namespaces are allowed): the same namespaces and
+  private root inside a new user namespace, the caller's uid outside (RLIMIT_NPROC
+  counts all of that user's processes).
+- ``none``: rlimits, a new session, a stripped environment; no network isolation. With
+  Landlock (Linux 5.13+, ``landlock``) the program can read only the interpreter's
+  trees and its work dir (``host_files_hidden``); without, whatever the caller can,
+  and the record says so (``host_files_hidden == False``, a note).
 
 Always: wall-clock timeout (the process group is SIGKILLed), RLIMIT_CPU / AS / NPROC /
 FSIZE / NOFILE / CORE, an environment built from an allow-list (no tokens, keys or
@@ -52,11 +57,11 @@ import weakref
 from typing import Any, Mapping
 
 from ttscale.sandbox import _launcher
-from ttscale.sandbox._launcher import SCRATCH_DIRS, SETUP_FAILED
-from ttscale.sandbox._launcher import under as _under
+from ttscale.sandbox._launcher import SETUP_FAILED
 from ttscale.sandbox.limits import (
     MODES, Isolation, SandboxLimits, SandboxResult, _mode_isolation, _signal_name, classify,
 )
+from ttscale.sandbox.view import file_view, view_spec
 from ttscale.sandbox.procs import (
     _count_user_processes, _empty_group, _killpg, _memory_hint, _remove_tree, drain_report, run_coroutine_sync,
 )
@@ -95,21 +100,6 @@ def _interpreter() -> tuple[str, str]:
     return exe, os.path.realpath(sys.base_prefix)
 
 
-def _untraversable_ancestor(path: str) -> str | None:
-    """The outermost ancestor of `path` that others may not enter (no o+x), if any."""
-    import stat
-
-    parts = os.path.realpath(path).split("/")
-    for i in range(2, len(parts) + 1):
-        p = "/".join(parts[:i]) or "/"
-        try:
-            if not os.stat(p).st_mode & stat.S_IXOTH:
-                return p
-        except OSError:
-            return None
-    return None
-
-
 def _child_env(workdir: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
     env.setdefault("LANG", "C.UTF-8")
@@ -129,7 +119,9 @@ class Sandbox:
 
     `isolation`: "auto" (the strongest mode that works here), or one of MODES to
     insist on it (an error if it does not work). `require_network_isolation`: refuse
-    to run (raise) when no network namespace can be had.
+    to run (raise) when no network namespace can be had. `landlock`: in mode "none",
+    limit the program's file access with Landlock where the kernel has it (false: the
+    program has the caller's file access, recorded as `host_files_hidden == False`).
     """
 
     def __init__(
@@ -138,6 +130,7 @@ class Sandbox:
         limits: SandboxLimits | Mapping[str, Any] | None = None,
         isolation: str = "auto",
         require_network_isolation: bool = False,
+        landlock: bool = True,
         uid_base: int = 1_900_000_000,
         tmp_root: str | None = None,
         python: str | None = None,
@@ -152,6 +145,7 @@ class Sandbox:
             raise ValueError(f"sandbox.workers must be >= 1, got {workers}")
         self.mode_request = isolation
         self.require_network_isolation = require_network_isolation
+        self.landlock = bool(landlock)
         self.uid_base = int(uid_base)
         self.tmp_root = tmp_root
         exe, prefix = _interpreter()
@@ -170,7 +164,7 @@ class Sandbox:
     # ---- isolation ----------------------------------------------------------
     async def isolation(self) -> Isolation:
         """Detect (once per process and interpreter) the strongest mode that works."""
-        key = (self.python, self.mode_request)
+        key = (self.python, self.mode_request, self.landlock)
         if key not in _PROBES:
             iso = await self._probe()
             with _PROBE_LOCK:
@@ -183,21 +177,29 @@ class Sandbox:
         return iso
 
     def candidate_modes(self) -> list[str]:
+        """Modes to try, strongest first ("none+landlock": mode none, files limited by Landlock)."""
+        none = (["none+landlock"] if self.landlock else []) + ["none"]
         if self.mode_request != "auto":
-            return [self.mode_request]
-        return (["namespaces"] if os.geteuid() == 0 else []) + ["userns", "none"]
+            return none if self.mode_request == "none" else [self.mode_request]
+        return (["namespaces"] if os.geteuid() == 0 else []) + ["userns"] + none
 
     async def _probe(self) -> Isolation:
         notes = []
-        probe = "import os\nos.write(3, b'{\"uid\": %d}\\n' % os.getuid())\n"
+        # The probe also looks for the launcher (a file of the project checkout): a mode that
+        # claims to hide the host's files and still shows it does not count as working.
+        probe = (f"import os\ntry:\n    open({_LAUNCHER!r}, 'rb').close()\n    seen = 1\n"
+                 "except OSError:\n    seen = 0\n"
+                 "os.write(3, b'{\"uid\": %d, \"sees_host\": %d}\\n' % (os.getuid(), seen))\n")
         for mode in self.candidate_modes():
             iso = _mode_isolation(mode)
             res = await self._run_once(probe, {}, None, self.limits, iso)
-            uids = [r["uid"] for r in res.report if "uid" in r]
-            ok = res.exit_code == 0 and bool(uids) and (not iso.uid_switch or uids[0] != 0)
+            rep = [r for r in res.report if "uid" in r]
+            ok = res.exit_code == 0 and bool(rep) and (not iso.uid_switch or rep[0]["uid"] != 0)
+            if ok and iso.host_files_hidden and rep[0]["sees_host"]:
+                ok, res.reason = False, "the host's files are still visible"
             if ok:
                 if notes:
-                    iso = dataclasses.replace(iso, note="; ".join(notes))
+                    iso = dataclasses.replace(iso, note="; ".join(notes + [iso.note] if iso.note else notes))
                 return iso
             err = next((r["sandbox_error"] for r in res.report if "sandbox_error" in r), None)
             notes.append(f"{mode} unavailable: {err or res.reason or res.stderr.strip()[-200:]}")
@@ -257,11 +259,6 @@ class Sandbox:
             elif iso.mode in ("userns", "none") and os.geteuid() != 0:
                 # RLIMIT_NPROC counts every process of this user: leave room for those.
                 nproc += _count_user_processes(os.getuid())
-            expose = []
-            if iso.mode != "none":
-                hidden = _untraversable_ancestor(self.python_prefix) if iso.uid_switch else None
-                if hidden or _under(self.python_prefix, SCRATCH_DIRS):
-                    expose.append((hidden, self.python_prefix))
             report_r, report_w = os.pipe()
             spec = {
                 "mode": iso.mode, "parent": os.getpid(),  # launcher and program die with this process
@@ -269,7 +266,7 @@ class Sandbox:
                 "script": os.path.join(workdir, "__main__.py"),
                 "uid": uid,
                 "gid": gid,
-                "expose": expose,
+                **view_spec(iso, file_view(self.python, self.python_prefix, os.getcwd())),
                 "report_fd": report_w,
                 "cpu": limits.cpu,
                 "nproc": nproc,

@@ -40,7 +40,8 @@ async def main_async(args: argparse.Namespace) -> int:
                           hub_config=None if path else "sanitized", sandbox=sandbox))
     iso = await tasks[0].sandbox.isolation()
     print(f"sandbox: mode={iso.mode} network_isolated={iso.network} pid_namespace={iso.pid_namespace} "
-          f"filesystem={iso.filesystem} uid_switch={iso.uid_switch} workers={tasks[0].sandbox.workers}"
+          f"filesystem={iso.filesystem} host_files_hidden={iso.host_files_hidden} uid_switch={iso.uid_switch} "
+          f"workers={tasks[0].sandbox.workers}"
           + (f" ({iso.note})" if iso.note else ""))
     reports, bad = [], 0
     for task in tasks:

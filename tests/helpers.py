@@ -42,3 +42,11 @@ class ToyTask(Task):
 def make_ctx(engine, task=None, verifier=None, budget=None, seed=0, reference=None) -> SolveContext:
     return SolveContext(engine=engine, ledger=Ledger(engine, budget or Budget()), task=task or ToyTask(),
                         verifier=verifier, seed=seed, reference=reference)
+
+
+CRASH_MARK = "the engine crashed on purpose (tests/helpers.py)"
+
+
+def crashing_engine(**_kw):
+    """A backend whose construction raises: a job whose run crashes (tests/sweep_conf/backend/crash.yaml)."""
+    raise RuntimeError(CRASH_MARK)

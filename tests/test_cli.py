@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_sweep_runs_the_valid_jobs_and_exits_2_for_the_rejected_one(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "run.py"), "-m", "strategy=best_of_n,majority_vote",
+        [sys.executable, str(ROOT / "scripts" / "run.py"), "-m", "strategy=best_of_n,majority_vote", "verifier=none",
          "strategy.n=2", f"run.root={tmp_path}", "run.dry_run=true", "logger=none"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )

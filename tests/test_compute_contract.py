@@ -25,8 +25,9 @@ from ttscale.types import FINISH_REASONS, Candidate
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 STRATEGIES = sorted(p.stem for p in Path(CONF, "strategy").glob("*.yaml"))
-PARALLEL = {"best_of_n", "majority_vote", "weighted_majority", "best_of_majority", "behavior_vote"}
-STEP_SEARCH = {"particle_filter", "entropic_particle_filter", "beam_search", "dvts", "a_star"}
+PARALLEL = {"best_of_n", "majority_vote", "weighted_majority", "best_of_majority", "behavior_vote", "gen_select",
+            "thinking_budget"}
+STEP_SEARCH = {"particle_filter", "entropic_particle_filter", "beam_search", "dvts", "a_star", "mcts"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,7 +73,8 @@ def test_the_long_solution_is_what_the_test_says():
 
 
 @pytest.mark.parametrize("name", ["best_of_n", "particle_filter", "entropic_particle_filter", "beam_search",
-                                  "dvts", "a_star"])
+                                  "dvts", "a_star", "mcts", "ab_mcts_a", "pdr", "sequential_refinement",
+                                  "gen_select"])
 def test_a_14_step_solution_is_answered_under_default_caps(name):
     engine = FakeEngine(completions=[(LONG, 1.0)])
     ctx = make_ctx(engine, verifier=progress_prm())
@@ -127,7 +129,9 @@ def arithmetic_engine(task):
             (f"First, {a} + {b} = {v}.\n\nSo the total is {v}.\n\nThe answer is \\boxed{{{v}}}", p)
             for v, p in ((c, 0.25), (c + 1, 0.4), (c - 2, 0.35))
         ]
-    return FakeEngine(lambda user: solutions[user])
+    # a prompt that holds the question (a refinement's notes after it, a selection prompt
+    # around it) is answered alike
+    return FakeEngine(lambda user: solutions[max((q for q in solutions if q in user), key=len)])
 
 
 TOKEN_BUDGETS = (None, 30, 64, 150, 400, 1000)

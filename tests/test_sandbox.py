@@ -36,7 +36,7 @@ def test_isolation_is_detected_and_is_the_strongest_here():
     assert iso.mode in MODES
     if os.geteuid() == 0:  # root (this machine, CI): namespaces + uid switch must work
         assert iso.mode == "namespaces", iso.note
-        assert iso.network and iso.pid_namespace and iso.filesystem and iso.uid_switch
+        assert iso.network and iso.pid_namespace and iso.filesystem and iso.uid_switch and iso.host_files_hidden
 
 
 def test_runs_a_program_with_a_stripped_environment(sb, monkeypatch):
@@ -177,11 +177,42 @@ def test_behaviour_values_are_canonical(sb):
 
 
 def test_weaker_modes_can_be_chosen_and_say_what_they_lack(tmp_path):
-    none = Sandbox(isolation="none", tmp_root=str(tmp_path))
+    none = Sandbox(isolation="none", landlock=False, tmp_root=str(tmp_path))
     iso = run(none.isolation())
-    assert (iso.mode, iso.network, iso.pid_namespace, iso.filesystem) == ("none", False, False, False)
+    assert (iso.mode, iso.network, iso.pid_namespace, iso.filesystem, iso.host_files_hidden) == (
+        "none", False, False, False, False)
+    assert "readable" in iso.note
     res = run(none.run("print('ok')"))
-    assert res.passed and res.isolation["network"] is False
+    assert res.passed and res.isolation["network"] is False and res.isolation["host_files_hidden"] is False
+    # With Landlock (where the kernel has it), mode none limits what the program can read.
+    ll = run(Sandbox(isolation="none", tmp_root=str(tmp_path)).isolation())
+    assert ll.mode == "none" and not ll.network
+    assert ll.host_files_hidden == ("Landlock" in ll.note) == ll.filesystem
+    assert ll.host_files_hidden == (landlock_abi() >= 1), ll.note  # used wherever the kernel has it
     assert run(none.run("while True:\n    pass\n", limits=SandboxLimits(timeout=1))).reason == "timeout"
     with pytest.raises(RuntimeError, match="network isolation required"):
         run(Sandbox(isolation="none", require_network_isolation=True).isolation())
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version (< 1: none), asked directly."""
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).syscall(444, None, 0, 1)
+
+
+def test_a_mode_that_still_shows_the_hosts_files_is_refused(monkeypatch):
+    """The probe reads the launcher (a file of the checkout): a private root that lets the
+    host's tree through (here: / bound in whole) makes the mode unavailable, not silent."""
+    import ttscale.sandbox.sandbox as sbmod
+
+    monkeypatch.setattr(sbmod, "_PROBES", {})
+    monkeypatch.setattr(sbmod, "view_spec", lambda iso, view: {"ro": ["/"], "links": [], "hide": []}
+                        if iso.mode != "none" else {})
+    if os.geteuid() != 0:
+        pytest.skip("mode namespaces needs root")
+    with pytest.raises(RuntimeError, match="namespaces unavailable: the host's files are still visible"):
+        run(Sandbox(isolation="namespaces").isolation())  # work dir in /tmp: the uid can reach it
+    # auto falls through to a mode that says what it is
+    iso = run(Sandbox(landlock=False).isolation())
+    assert (iso.mode, iso.host_files_hidden) == ("none", False) and "still visible" in iso.note

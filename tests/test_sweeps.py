@@ -1,5 +1,5 @@
-"""Sweeps: run identity, relaunching finished sweeps, the launchers (basic, submitit local, SLURM
-through a stand-in scheduler), the experiment configs, and W&B offline runs.
+"""Sweeps: run identity, relaunching finished sweeps, the launchers (basic, submitit local; SLURM on a
+real cluster is tests/test_slurm_cluster.py), the experiment configs, and W&B offline runs.
 
 The subprocess sweeps run `scripts/run.py -m` on the fake engine (tests/sweep_conf/backend/fake.yaml)
 except the one marked `engine`, which runs the real vLLM CPU engine through submitit's local executor."""
@@ -19,6 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
+from tests.helpers import CRASH_MARK
 from ttscale.backends.fake import FakeEngine
 from tests.test_merge import make_cfg, responder
 from ttscale.results import iter_records
@@ -199,7 +200,7 @@ def test_basic_launcher_sweep_runs_every_configuration_and_relaunch_is_a_no_op(t
     assert p.stdout.count("== ") == 4  # each job's summary
     before = snapshot(dirs)
     p2, _ = sweep(tmp_path, *args)
-    assert snapshot(dirs) == before and p2.stdout.count("problems 3") == 4
+    assert snapshot(dirs) == before and p2.stdout.count("on 3 arithmetic problems") == 4
 
 
 def _job_times(log: str) -> tuple[float, float]:
@@ -225,33 +226,39 @@ def test_submitit_local_launcher_runs_jobs_one_at_a_time(tmp_path):
     assert run_dirs_under(tmp_path) == dirs and snapshot(dirs) == before
 
 
-def test_slurm_launcher_submits_a_job_array_with_the_configured_resources(tmp_path):
-    """Through a stand-in scheduler (tests/fake_slurm: sbatch runs the array's tasks here)."""
-    log = tmp_path / "sbatch.log"
-    env = {"PATH": f"{ROOT / 'tests' / 'fake_slurm'}:{os.environ['PATH']}", "FAKE_SLURM_LOG": str(log)}
-    args = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=myproj",
-            "hydra.launcher.timeout_min=30", *FAKE_BACKEND, "strategy.n=1,2,3", "task.limit=2",
-            "sampling.max_tokens=16", "logger=none", "run.progress=false", "run.experiment=slurm_test"]
-    sweep(tmp_path, *args, env=env)
-    dirs = run_dirs_under(tmp_path, "slurm_test")
-    assert len(dirs) == 3 and all((d / "metrics.json").exists() for d in dirs)
-    [line] = log.read_text().splitlines()  # one sbatch call: a job array of 3 tasks
-    for want in ("--array=0-2%3", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=64GB", "--time=30",
-                 "--partition=gpu", "--account=myproj", "--job-name=ttscale-slurm_test", "--signal=USR2@120"):
-        assert want in line, (want, line)
-    assert any("export PYTHONUNBUFFERED=1" in p.read_text() for p in tmp_path.rglob("*submission.sh"))
+def test_submitit_launcher_waits_for_every_job_and_names_the_failed_ones_logs(tmp_path):
+    """hydra_plugins/ttscale_launcher through the local executor (on SLURM: tests/test_slurm_cluster.py):
+    the crashing first job does not stop the sweep from waiting for the second."""
+    args = ["hydra/launcher=local", "hydra.launcher.setup=[]", *FAKE_BACKEND, "backend=crash,fake", "task.limit=2",
+            "logger=none", "run.progress=false"]
+    e = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    p = subprocess.run([*RUN, "-m", f"run.root={tmp_path}", *args], capture_output=True, text=True, env=e, cwd=ROOT,
+                       timeout=300)
+    assert p.returncode == 1
+    [line] = [x for x in p.stderr.splitlines() if x.startswith("ttscale: job #")]
+    m = re.fullmatch(r"ttscale: job #0 \((\d+)\) failed: (.*); overrides: (.*backend=crash.*); log: (\S+) \(and \.out\)", line)
+    assert m, line
+    assert CRASH_MARK in m.group(2)
+    log = Path(m.group(4))
+    assert log.name == f"{m.group(1)}_0_log.err" and CRASH_MARK in log.read_text()
+    [d] = run_dirs_under(tmp_path)  # the second job ran to the end
+    assert json.loads((d / "metrics.json").read_text())["problems"] == 2
 
 
-def test_a_job_array_of_shards_on_slurm_merges_into_one_run(tmp_path):
-    env = {"PATH": f"{ROOT / 'tests' / 'fake_slurm'}:{os.environ['PATH']}"}
-    sweep(tmp_path, "hydra/launcher=slurm", *FAKE_BACKEND, "run.num_shards=3", "run.shard=0,1,2", "task.limit=7",
-          "strategy.n=2", "sampling.max_tokens=8", "logger=none", "run.progress=false", env=env)
+def test_submitit_launcher_hands_a_rejected_configuration_to_the_sweep(tmp_path):
+    """A submitit job that rejects its configuration (bad input): the sweep counts it as the basic
+    launcher does -- the other job runs, the sweep exits 2 listing it."""
+    args = ["hydra/launcher=local", "hydra.launcher.setup=[]", *FAKE_BACKEND, "task.limit=2,-1", "logger=none",
+            "run.progress=false"]
+    e = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    p = subprocess.run([*RUN, "-m", f"run.root={tmp_path}", *args], capture_output=True, text=True, env=e, cwd=ROOT,
+                       timeout=300)
+    assert p.returncode == 2, p.stderr[-3000:]
+    [line] = [x for x in p.stderr.splitlines() if x.startswith("ttscale: job #")]
+    assert line.startswith("ttscale: job #1 (") and " rejected: ConfigError: task: " in line and "task.limit=-1" in line
+    assert "ttscale: 1 configuration(s) of the sweep were rejected:" in p.stderr
     [d] = run_dirs_under(tmp_path)
-    assert len(list(d.glob("records.shard-*-of-003.jsonl"))) == 3
-    recs = [json.loads(x) for x in (d / "records.jsonl").read_text().splitlines()]
-    assert [r["index"] for r in recs] == list(range(7))
-    m = json.loads((d / "metrics.json").read_text())
-    assert m["problems"] == 7 and m["run/num_shards"] == 3 and m["run/partial"] is False
+    assert json.loads((d / "metrics.json").read_text())["problems"] == 2
 
 
 # --------------------------------------------------------------------------- launcher and experiment configs
@@ -263,10 +270,18 @@ def test_launcher_configs_follow_the_submitit_schema():
     slurm = compose_full("hydra/launcher=slurm").hydra.launcher
     assert set(slurm) == set(OmegaConf.structured(SlurmQueueConf))  # extends the registered schema
     assert slurm.gpus_per_node == 1 and slurm.array_parallelism > 1 and slurm.max_num_timeout > 0
+    # a CPU node: no GPU request, the cluster's default CPUs and memory, the rest as slurm.yaml
+    cpu = compose_full("hydra/launcher=slurm_cpu").hydra.launcher
+    assert (cpu.gpus_per_node, cpu.cpus_per_task, cpu.mem_gb) == (None, None, None)
+    raw_slurm, raw_cpu = OmegaConf.to_container(slurm), OmegaConf.to_container(cpu)  # unresolved
+    differ = {k for k in raw_slurm if raw_slurm[k] != raw_cpu[k]}
+    assert differ == {"gpus_per_node", "cpus_per_task", "mem_gb"}
     local = compose_full("hydra/launcher=local").hydra.launcher
     assert set(local) - {"setup"} == set(OmegaConf.structured(LocalQueueConf))
-    for node in (slurm, local):
-        assert type(instantiate(node, _convert_="partial")).__name__ in ("SlurmLauncher", "LocalLauncher")
+    for node in (slurm, cpu, local):
+        launcher = instantiate(node, _convert_="partial")
+        assert type(launcher).__name__ in ("SlurmLauncher", "LocalLauncher")
+        assert type(launcher).__module__ == "hydra_plugins.ttscale_launcher"  # reports failed jobs' logs
 
 
 def _sweep_size(cfg) -> int:
@@ -388,6 +403,9 @@ def test_a_sweep_in_one_process_keeps_one_engine_across_seeds_and_replaces_it_fo
 
         def shutdown(self):
             stopped.append(self)
+
+        def info(self):
+            return {"engine": "stub"}
 
     monkeypatch.setattr(runner, "_ENGINES", {})
     monkeypatch.setattr(runner, "instantiate", lambda node: Eng(**OmegaConf.to_container(node, resolve=True)))

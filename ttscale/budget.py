@@ -124,13 +124,20 @@ class Ledger:
         return out
 
     def charge_generation(self, out: GenerationOutput) -> None:
+        """Charge one engine answer. Cache hits the engine did not report (None) are
+        unknown: its prompt tokens count as computed (FLOPs an upper bound) and in
+        `cache_unknown_prompt_tokens`, so the record says unknown rather than 0."""
         u = self.usage
         u.requests += 1
         u.prompt_tokens += out.prompt_tokens
-        u.cached_prompt_tokens += out.cached_prompt_tokens
+        cached = out.cached_prompt_tokens
+        if cached is None:
+            u.cache_unknown_prompt_tokens += out.prompt_tokens
+            cached = 0
+        u.cached_prompt_tokens += cached
         gen = out.generated_tokens
         u.generated_tokens += gen
-        u.prefill_flops += 2.0 * self._params * (out.prompt_tokens - out.cached_prompt_tokens)
+        u.prefill_flops += 2.0 * self._params * (out.prompt_tokens - cached)
         u.decode_flops += 2.0 * self._params * gen
 
     # ---- verifier -------------------------------------------------------
@@ -158,11 +165,16 @@ class Ledger:
         self,
         calls: int,
         tokens: int = 0,
-        cached_tokens: int = 0,
+        cached_tokens: int | None = 0,
         parameters: float = 0.0,
     ) -> None:
+        """Charge verifier work; `cached_tokens=None`: the engine did not report its cache
+        hits (unknown; the tokens count as computed, as in `charge_generation`)."""
         u = self.usage
         u.verifier_calls += calls
         u.verifier_tokens += tokens
+        if cached_tokens is None:
+            u.verifier_cache_unknown_tokens += tokens
+            cached_tokens = 0
         u.verifier_cached_tokens += cached_tokens
         u.verifier_flops += 2.0 * float(parameters) * max(0, tokens - cached_tokens)

@@ -19,6 +19,19 @@ class EngineError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ConfidenceStop:
+    """Online DeepConf (Fu et al. 2025): the engine ends a sequence at the first position
+    where the mean token confidence (-mean of the top-`conf_topk` log-probabilities) over the
+    last `window_size` positions, that one included, falls below `threshold`; that position
+    emits end of sequence instead of a token, and the completion says
+    `stop_reason == "confidence"`. See `ttscale.confidence.first_window_below`."""
+
+    threshold: float
+    window_size: int
+    conf_topk: int = 20
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     prompt_token_ids: Sequence[int]
     n: int = 1
@@ -31,6 +44,8 @@ class GenerationRequest:
     # Number of top log-probabilities returned per generated token (None: none).
     # The sampled token's log-probability is always returned when this is set.
     logprobs: int | None = None
+    # Stop sequences in the engine when their windowed confidence falls below a threshold.
+    confidence_stop: ConfidenceStop | None = None
 
 
 @dataclass
@@ -43,6 +58,8 @@ class Completion:
     token_logprobs: list[float] | None = None
     # per generated token, {token_id: logprob} of the top-k (when asked)
     top_logprobs: list[dict[int, float]] | None = None
+    # a stored candidate (a record's dict) this completion replays (backends/replay.py)
+    stored: dict[str, Any] | None = None
 
     @property
     def mean_logprob(self) -> float | None:
@@ -55,7 +72,9 @@ class Completion:
 class GenerationOutput:
     completions: list[Completion]
     prompt_tokens: int
-    cached_prompt_tokens: int = 0
+    # Prompt tokens served from the prefix cache; None when the engine did not report them
+    # (an OpenAI-compatible server without prompt-token details): unknown, not 0.
+    cached_prompt_tokens: int | None = 0
 
     @property
     def generated_tokens(self) -> int:
@@ -74,7 +93,7 @@ class ScoreOutput:
     # One value per position the model pools at (e.g. per step separator).
     values: list[float]
     prompt_tokens: int
-    cached_prompt_tokens: int = 0
+    cached_prompt_tokens: int | None = 0  # None: not reported (unknown)
 
 
 @runtime_checkable

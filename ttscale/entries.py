@@ -23,6 +23,8 @@ USAGE_KEYS = {
     "verifier_calls": "verifier/calls",
     "verifier_tokens": "verifier/tokens",
     "verifier_cached_tokens": "verifier/cached_tokens",
+    "cache_unknown_prompt_tokens": "tokens/cache_unknown_prompt",
+    "verifier_cache_unknown_tokens": "verifier/cache_unknown_tokens",
     "prefill_flops": "flops/prefill",
     "decode_flops": "flops/decode",
     "verifier_flops": "flops/verifier",
@@ -96,8 +98,10 @@ class ProblemEntry:
 
 def problem_entry(record: Mapping[str, Any]) -> ProblemEntry:
     failed = record.get("error") is not None
-    usage = {k: float(v) for k, v in (record.get("usage") or {}).items() if isinstance(v, (int, float)) and k in USAGE_KEYS}
-    if "computed_prompt_tokens" not in usage and "prompt_tokens" in usage:
+    raw = record.get("usage") or {}
+    usage = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and k in USAGE_KEYS}
+    # older records have no computed count; one whose cached count is None (unknown) keeps it unknown
+    if "computed_prompt_tokens" not in raw and "prompt_tokens" in usage and raw.get("cached_prompt_tokens", 0) is not None:
         usage["computed_prompt_tokens"] = usage["prompt_tokens"] - usage.get("cached_prompt_tokens", 0.0)
     if "flops" not in usage and any(k in usage for k in ("prefill_flops", "decode_flops", "verifier_flops")):
         usage["flops"] = sum(usage.get(k, 0.0) for k in ("prefill_flops", "decode_flops", "verifier_flops"))

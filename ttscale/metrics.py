@@ -54,6 +54,7 @@ from ttscale.entries import USAGE_INDEX, USAGE_KEYS, Pool, ProblemEntry, problem
 from ttscale.estimators import best_of_curve, maj_curve, pass_curve, weighted_curve
 from ttscale.finish import finish_shares
 from ttscale.pools import NEGATIVE_WEIGHTS_NOTE, independence, negative_scores, search_summary
+from ttscale.unreported import apply_unreported
 
 CURVE_METRICS = ("pass", "maj", "best_of", "weighted")
 SCORED_METRICS = ("best_of", "weighted")
@@ -266,6 +267,7 @@ def compute_metrics(
             total = float(sum(vals))
             out[f"{stem}_total"] = total
             out[f"{stem}_mean"] = total / P
+    apply_unreported(items, out, notes)
     if P == 0:
         notes.append("no records")
         return out | {"accuracy": None, "accuracy_ci_low": None, "accuracy_ci_high": None, "curves": {}, "notes": notes}

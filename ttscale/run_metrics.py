@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ttscale.confidence_curves import confidence_entry, confidence_metrics
 from ttscale.entries import problem_entry
 from ttscale.metrics import compute_metrics
 
@@ -42,6 +43,7 @@ def run_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     problems in task order, the grading counters' totals, candidates the verifier raised
     on (`run/verifier_errors`), and the oracle label."""
     entries, verifier_errors, oracle = [], 0, False
+    confident: list[tuple[tuple, Any]] = []  # pools whose candidates stored confidence (DeepConf voters)
     grading: dict[str, int] = {}
     for r in records:
         # candidates the verifier raised on (left unscored, marked `extra.verifier_error`)
@@ -51,8 +53,14 @@ def run_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 grading[key] = grading.get(key, 0) + r["grading"][key]
         oracle = oracle or bool(r.get("verifier_is_oracle"))
         entries.append((record_order(r), problem_entry(r)))
+        if (ce := confidence_entry(r)) is not None:
+            confident.append((record_order(r), ce))
     entries.sort(key=lambda x: x[0])
+    confident.sort(key=lambda x: x[0])
     metrics = compute_metrics(e for _, e in entries)
+    conf = confidence_metrics(e for _, e in confident)
+    metrics.setdefault("curves", {}).update(conf.pop("curves", {}))
+    metrics.update(conf)
     metrics.update(grading_metrics(grading))
     metrics["run/verifier_errors"] = verifier_errors
     if oracle:

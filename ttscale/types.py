@@ -62,6 +62,11 @@ class Usage:
     verifier_calls: int = 0  # one per scored candidate / step prefix forward pass
     verifier_tokens: int = 0  # tokens given to the verifier model (computed + cached)
     verifier_cached_tokens: int = 0  # of those, served from its prefix cache
+    # Tokens whose prefix-cache hits the engine did not report (a server without prompt-token
+    # details): counted as computed, so FLOPs are an upper bound, and the cached counts are
+    # written as None (unknown) in the record.
+    cache_unknown_prompt_tokens: int = 0
+    verifier_cache_unknown_tokens: int = 0
     prefill_flops: float = 0.0  # 2 * params * computed (uncached) prompt tokens
     decode_flops: float = 0.0  # 2 * params * generated tokens
     verifier_flops: float = 0.0  # 2 * verifier params * verifier tokens computed
@@ -87,12 +92,24 @@ class Usage:
         d = plain(self)
         d["computed_prompt_tokens"] = self.computed_prompt_tokens
         d["flops"] = self.flops
+        if self.cache_unknown_prompt_tokens:  # some cache hits were not reported: unknown
+            d["cached_prompt_tokens"] = d["computed_prompt_tokens"] = None
+        if self.verifier_cache_unknown_tokens:
+            d["verifier_cached_tokens"] = None
+        d["flops_upper_bound"] = self.flops_upper_bound
         return d
+
+    @property
+    def flops_upper_bound(self) -> bool:
+        """Whether FLOPs count tokens as computed whose cache hits were not reported."""
+        return bool(self.cache_unknown_prompt_tokens or self.verifier_cache_unknown_tokens)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Usage:
+        """The usage of a record; a count written as None (unknown) reads as 0, its
+        `*_cache_unknown_*` field keeping that it was unknown."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
 
 
 # How a candidate ended (`Candidate.finish_reason`), one fixed vocabulary for every strategy:
