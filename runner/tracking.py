@@ -63,10 +63,12 @@ class WandbTracker:
         dir: str | None = None,
         tags: list[str] | None = None,
         log_table: bool = True,
+        log_trees: int = 4,
     ) -> None:
         self.project, self.entity, self.mode, self.dir = project, entity, mode, dir
         self.extra_tags = list(tags or [])
         self.log_table = log_table
+        self.log_trees = int(log_trees)  # search trees logged as HTML panels (the first problems that have one)
         self.run = None
         self._warned = False
 
@@ -123,10 +125,13 @@ class WandbTracker:
     def log_results(self, metrics: dict[str, Any], records: Iterable[dict[str, Any]]) -> None:
         if self.run is None:
             return
+        records = list(records)  # read twice: the table and the trees
         self._guard("summary", self.run.summary.update, flat_summary(metrics))
         self._guard("curves", self._log_curves, metrics)
         if self.log_table:
             self._guard("table", self._log_table, records)
+        if self.log_trees > 0:
+            self._guard("trees", self._log_trees, records)
 
     def _log_curves(self, metrics: dict[str, Any]) -> None:
         import wandb
@@ -151,6 +156,24 @@ class WandbTracker:
                 r.get("error"),
             )
         self.run.log({"problems": table})
+
+    def _log_trees(self, records: Iterable[dict[str, Any]]) -> None:
+        """The search trees of the first `log_trees` problems that have one, as HTML panels
+        (`tree/<problem id>`: the report's tree view, standalone, nothing fetched)."""
+        import wandb
+
+        from ttscale.report.tree import tree_page
+
+        panels = {}
+        for r in sorted(records, key=lambda r: r.get("index", 0)):
+            if len(panels) >= self.log_trees:
+                break
+            if r.get("tree"):
+                pid = str(r["problem_id"])
+                title = f"{pid}: answer {r.get('answer')} ({'right' if r.get('correct') else 'wrong'})"
+                panels[f"tree/{pid}"] = wandb.Html(tree_page(r["tree"], title), inject=False, data_is_not_path=True)
+        if panels:
+            self.run.log(panels)
 
     def finish(self) -> None:
         if self.run is not None:

@@ -46,6 +46,7 @@ from typing import Any, Mapping
 
 from ttscale.strategy import RequestShape, Strategy
 from ttscale.strategies.steps import Node, Sampling, SearchStats, StepConfig, expand, score_nodes
+from ttscale.strategies.tree_record import SearchTree
 from ttscale.task import cluster_answers
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
@@ -116,6 +117,8 @@ class AStarDecoding(Strategy):
         ids = itertools.count()
         root = _Entry(id=next(ids), node=Node.root(), f=0.0, g=0.0, h=0.0, created_at=0)
         entries = [root]
+        tree = SearchTree(self.name)  # its ids are the entries' ids (both count in creation order)
+        tree.id_of(root.node)
         heap: list[tuple[float, int, _Entry]] = [(root.f, root.id, root)]
         expansions = pops = 0
         goal: _Entry | None = None
@@ -148,6 +151,7 @@ class AStarDecoding(Strategy):
                 break
             expansions += 1
             await score_nodes(ctx, problem, children)
+            tree.grow(children, expansions)
             for child in children:
                 cf, cg, ch = self.evaluate(child)
                 ce = _Entry(id=next(ids), node=child, f=cf, g=cg, h=ch, created_at=expansions)
@@ -158,7 +162,9 @@ class AStarDecoding(Strategy):
                 break
 
         chosen = goal or self._best_found(entries)
-        return self._result(problem, ctx, entries, chosen, heap, {
+        for e in entries:
+            tree.mark(e.node, e.popped_at is not None)
+        return self._result(problem, ctx, entries, chosen, heap, tree, {
             "expansions": expansions,
             "pops": pops,
             "goal_found": goal is not None,
@@ -183,6 +189,7 @@ class AStarDecoding(Strategy):
         entries: list[_Entry],
         chosen: _Entry | None,
         heap: list,
+        tree: SearchTree,
         stats: dict[str, Any],
     ) -> Result:
         # Candidates: every finished trajectory, plus the chosen state if it is partial.
@@ -224,5 +231,6 @@ class AStarDecoding(Strategy):
             candidates=cands,
             selected=selected,
             stats=stats,
+            tree=tree.to_dict(chosen.node if chosen is not None else None, [e.node for e in keep]),
         )
 

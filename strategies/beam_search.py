@@ -49,6 +49,7 @@ from ttscale.strategies.steps import (
     score_nodes,
     select,
 )
+from ttscale.strategies.tree_record import SearchTree
 from ttscale.context import SolveContext
 from ttscale.types import Candidate, Problem, Result
 from ttscale.verifier import aggregate
@@ -114,8 +115,10 @@ class BeamSearch(Strategy):
         return float("-inf") if s is None else s
 
     def finish(
-        self, problem: Problem, ctx: SolveContext, cands: list[Candidate], stats: SearchStats, **extra: Any
+        self, problem: Problem, ctx: SolveContext, cands: list[Candidate], stats: SearchStats,
+        tree: SearchTree | None = None, pool: list[Node] | None = None, **extra: Any
     ) -> Result:
+        """The result; `tree` and `pool` (the candidates' nodes): the search tree to record."""
         weights = [c.score if c.score is not None else 0.0 for c in cands]
         sel = select(ctx, cands, weights, self.selection)
         return Result(
@@ -124,15 +127,18 @@ class BeamSearch(Strategy):
             candidates=cands,
             selected=sel,
             stats=stats.as_dict(ctx, **extra),
+            tree=tree.to_dict(pool[sel] if sel is not None else None, pool) if tree and pool is not None else None,
         )
 
     async def solve(self, problem: Problem, ctx: SolveContext) -> Result:
         prompt_ids = ctx.prompt_ids(problem)
         sampling = self.sampling(ctx)
         stats = SearchStats()
+        tree = SearchTree(self.name)
         keep = self.n // self.beam_width
         beams: list[Node] = []
         jobs: list[tuple[Node, int]] = [(Node.root(), self.n)]
+        tree.id_of(jobs[0][0])
         completed: list[Node] = []
         kept_per_step: list[int] = []
         duplicates: list[int] = []
@@ -143,11 +149,13 @@ class BeamSearch(Strategy):
             if not children:
                 break
             stats.steps += 1
+            tree.grow(children, stats.steps)
             await score_nodes(ctx, problem, children)
             # a beam the budget cut mid-step is not a finished solution: it stays a beam
             cut = [c for c in children if c.finish_reason == "budget"]
             completed += [c for c in children if c.finished and c.finish_reason != "budget"]
             active = [c for c in children if not c.finished] + cut
+            candidates = list(active)
             if self.filter_duplicates:
                 first: dict[str, Node] = {}
                 for c in active:
@@ -157,6 +165,8 @@ class BeamSearch(Strategy):
             # the top N/M unfinished beams (stable: the earlier one wins a tie), in their order
             order = sorted(range(len(active)), key=lambda i: (-self.rank_key(active[i]), i))
             beams = [active[i] for i in sorted(order[:keep])]
+            if not stats.budget_exhausted:  # a selection the search goes on from
+                tree.selected(candidates, beams)
             kept_per_step.append(len(beams))
             if stats.budget_exhausted:
                 break
@@ -170,6 +180,8 @@ class BeamSearch(Strategy):
             ctx,
             cands,
             stats,
+            tree,
+            pool,
             completed=len(completed),
             kept_per_step=kept_per_step,
             duplicates_filtered=duplicates,

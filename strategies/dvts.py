@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 from ttscale.strategies.beam_search import BeamSearch
 from ttscale.strategies.steps import Node, Sampling, SearchStats, StepConfig, candidates_of, expand_all, score_nodes
+from ttscale.strategies.tree_record import SearchTree
 from ttscale.context import SolveContext
 from ttscale.types import Problem, Result
 
@@ -91,6 +92,8 @@ class DVTS(BeamSearch):
         stats = SearchStats()
         m = self.n // self.beam_width
         leaves = [Node.root() for _ in range(m)]  # one root per subtree
+        tree = SearchTree(self.name)
+        tree.grow(leaves, 0)
         last: list[list[Node]] = [[] for _ in range(m)]  # each subtree's last expansion
         while not ctx.ledger.exhausted:
             live = [j for j in range(m) if not leaves[j].finished]
@@ -103,6 +106,7 @@ class DVTS(BeamSearch):
             if not children:
                 break
             stats.steps += 1
+            tree.grow(children, stats.steps)
             if self.lookahead:
                 tips = await self.look_ahead(ctx, prompt_ids, children, sampling, stats)
                 await score_nodes(ctx, problem, tips)
@@ -118,6 +122,7 @@ class DVTS(BeamSearch):
                 if kids:
                     last[j] = kids
                     leaves[j] = max(kids, key=self.rank_key)  # first of the best on ties
+                    tree.selected(kids, [leaves[j]])
             if stats.budget_exhausted:
                 break
         pool, subtree, chosen = [], [], []
@@ -135,6 +140,8 @@ class DVTS(BeamSearch):
             ctx,
             cands,
             stats,
+            tree,
+            pool,
             subtrees=m,
             subtrees_finished=sum(leaf.finished for leaf in leaves),
             beam_width=self.beam_width,

@@ -45,6 +45,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ttscale.strategy import RequestShape, Strategy
+from ttscale.strategies.tree_record import SearchTree
 from ttscale.strategies.steps import (
     SELECTIONS,
     Node,
@@ -206,6 +207,7 @@ class ParticleFilter(Strategy):
         N = self.n
         root = Node.root()
         particles: list[Node] = [root] * N  # copies share one node until they diverge
+        run.tree.id_of(root)
         t = 0
         while not ctx.ledger.exhausted:
             active = [i for i, p in enumerate(particles) if not p.finished]
@@ -226,6 +228,7 @@ class ParticleFilter(Strategy):
                 break
             t += 1
             run.stats.steps = t
+            run.tree.grow(new, t)
             # 2. weights: PRM scores of the new partial trajectories
             await score_nodes(ctx, problem, new)
             if all(p.finished for p in particles) or run.stats.budget_exhausted or ctx.ledger.exhausted:
@@ -234,7 +237,8 @@ class ParticleFilter(Strategy):
             log_w = await self.resampling_log_weights(problem, ctx, particles, run)
             probs = self.resampling_distribution(log_w, t, run)
             ancestors = resample(probs, N, ctx.rng, self.resampling)
-            particles = [particles[a] for a in ancestors]
+            pool, particles = particles, [particles[a] for a in ancestors]
+            run.tree.selected(pool, particles)
             run.resamplings += 1
             run.ess.append(round(effective_sample_size(probs), 4))
             run.unique.append(len({id(p) for p in particles}))
@@ -249,6 +253,7 @@ class FilterRun:
         self.prompt_ids = ctx.prompt_ids(problem)
         self.sampling = Sampling.for_verifier(ctx, strategy.temperature, strategy.top_p)
         self.stats = SearchStats()
+        self.tree = SearchTree(strategy.name)
         self.resamplings = 0
         self.ess: list[float] = []
         self.unique: list[int] = []
@@ -284,4 +289,5 @@ class FilterRun:
             candidates=cands,
             selected=sel,
             stats=stats,
+            tree=self.tree.to_dict(particles[sel] if sel is not None else None, particles),
         )

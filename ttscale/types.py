@@ -168,10 +168,14 @@ class Result:
     correct: bool | None = None  # grade of the final answer
     error: str | None = None  # set when the problem failed (engine error, ...)
     grading: dict[str, Any] = field(default_factory=dict)
+    # a step search's tree, compact and bounded (`ttscale.strategies.tree_record`); None: none
+    tree: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = plain(self)
         d["usage"] = self.usage.to_dict()
+        if d["tree"] is None:  # records of strategies without a tree stay as they were
+            del d["tree"]
         return d
 
     @classmethod
@@ -186,4 +190,5 @@ class Result:
             correct=d.get("correct"),
             error=d.get("error"),
             grading=d.get("grading", {}),
+            tree=d.get("tree"),
         )
