@@ -387,7 +387,7 @@ def test_submitit_local_sweep_on_the_real_engine(tmp_path):
 # Each job's engine reserves 10% of host memory (weights + KV cache): enough for 2 problems,
 # and room beside the session's `real_engine` if this pytest process already holds it.
 REAL_ENGINE_OVERRIDES = ["backend.gpu_memory_utilization=0.1"]
-ENGINE_START_MARK = "EngineCore"  # every log line of vLLM's engine process carries it
+ENGINE_START_MARK = "ttscale: engine ready"  # the one line a run prints when it has started an engine
 
 
 # --------------------------------------------------------------------------- one engine per process
