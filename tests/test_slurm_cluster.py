@@ -147,6 +147,24 @@ def test_a_job_at_its_time_limit_is_signalled_requeued_and_resumes(tmp_path, slu
     print(f"\ntime-limit job: {len(runs)} runs: {[(r['State'], r['Start'][-8:], r['End'][-8:]) for r in runs]}")
 
 
+def test_a_job_out_of_requeues_is_reported_with_its_log_and_keeps_its_records(tmp_path, slurm):
+    """max_num_timeout=0: at the time-limit signal submitit gives up instead of requeueing; the
+    sweep says so (not hung, not "interrupted") and the problems finished so far stay on disk for
+    a relaunch to resume."""
+    p = sweep(tmp_path, slurm, "slurm_out_of_time", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+              "hydra.launcher.max_num_timeout=0", "+backend.delay=2.5", "run.concurrency=1", "task.limit=28",
+              "strategy.n=1", timeout=300)
+    assert p.returncode == 1
+    [job] = job_folders(tmp_path)
+    [line] = [x for x in p.stderr.splitlines() if x.startswith("ttscale: job #")]
+    assert line.startswith(f"ttscale: job #0 ({job}) failed: ") and "timed-out too many times" in line, line
+    assert line.endswith(f"log: {job_folders(tmp_path)[job] / f'{job}_0_log.err'} (and .out)")
+    [d] = run_dirs_under(tmp_path, "slurm_out_of_time")
+    ids = [r["problem_id"] for r in iter_records(d)]
+    assert 0 < len(ids) < 28 and len(set(ids)) == len(ids)
+    assert [r["State"] for r in sacct(slurm, job, duplicates=True, rows=1)] == ["FAILED"]
+
+
 def test_crashing_jobs_are_reported_with_their_log_paths(tmp_path, slurm):
     """Three jobs: one runs, one raises (tests/sweep_conf/backend/crash.yaml), one dies without a
     word (die.yaml: os._exit(3); submitit learns it from sacct). The sweep waits for all three and
